@@ -1,0 +1,55 @@
+/* err.c - error codes and the per-thread detail message. */
+#include "sgbd/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char detail[512];
+
+const char *sgbd_strerror(int rc)
+{
+    switch (rc) {
+    case 0: return "success";
+    case SGBD_E_FORMAT: return "malformed input";
+    case SGBD_E_SHAPE: return "wrong shape";
+    case SGBD_E_CONFIG: return "bad configuration";
+    case SGBD_E_USAGE: return "bad usage";
+    case SGBD_E_NOTFOUND: return "not found";
+    case SGBD_E_EXISTS: return "already exists";
+    case SGBD_E_CORRUPT: return "data corrupt";
+    case SGBD_E_STORE: return "storage failure";
+    case SGBD_E_MAPFULL: return "storage full";
+    case SGBD_E_LIMIT: return "over limit";
+    case SGBD_E_NOMODEL: return "no model";
+    case SGBD_E_DIVERGED: return "training diverged";
+    case SGBD_E_UNSUPPORTED: return "not supported";
+    case SGBD_E_VERSION: return "incompatible version";
+    case SGBD_E_BUSY: return "busy";
+    case SGBD_E_REJECTED: return "rejected";
+    case SGBD_E_CANCELLED: return "cancelled";
+    }
+    if (rc < 0 && rc > -1000)
+        return strerror(-rc);
+    return "unknown error";
+}
+
+int sgbd_errf(int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+const char *sgbd_err_detail(int rc)
+{
+    return detail[0] ? detail : sgbd_strerror(rc);
+}
+
+void sgbd_err_clear(void)
+{
+    detail[0] = '\0';
+}

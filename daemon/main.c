@@ -1,0 +1,63 @@
+/*
+ * main.c - the sgbd command line: parse, call, report. Only main exits.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "sgbd/cli.h"
+#include "sgbd/err.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"config", sgbd_cli_config, "print the reference configuration"},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sgbd COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'sgbd COMMAND --help' describes each command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    int rc;
+
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("sgbd %s\n", SGBD_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0)
+            continue;
+        sgbd_err_clear();
+        rc = commands[i].run(argc - 1, argv + 1);
+        if (rc == SGBD_CLI_HELP)
+            return 0;
+        if (rc != 0) {
+            fprintf(stderr, "sgbd %s: %s\n", commands[i].name,
+                    sgbd_err_detail(rc));
+            return rc == SGBD_E_USAGE ? 2 : 1;
+        }
+        return 0;
+    }
+    fprintf(stderr, "sgbd: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
