@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan test-tsan demo bench format clean
+.PHONY: all deps build test test-asan test-tsan demo bench config format clean
 
 all: build
 
@@ -36,6 +36,9 @@ demo: build
 
 bench: build
 	cd $(BUILD) && ctest --output-on-failure -L bench
+
+config: build
+	$(BUILD)/sgbd config > configs/sgbd.conf
 
 format:
 	clang-format -i daemon/*.c daemon/models/*.c include/sgbd/*.h tests/*.c tests/*.h

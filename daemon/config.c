@@ -224,17 +224,34 @@ void sgbd_config_defaults(struct sgbd_config *cfg)
 struct load_ctx {
     struct sgbd_config *cfg;
     const char *path;
+    FILE *f;
+    int line;   /* of the last line read: inih calls back after reading it */
     int rc;
 };
 
+/* Line reader for inih that counts lines, since Debian's inih is built
+ * without line numbers in the callback. */
+static char *read_line(char *buf, int size, void *stream)
+{
+    struct load_ctx *ctx = stream;
+    char *s = fgets(buf, size, ctx->f);
+
+    if (s)
+        ctx->line++;
+    return s;
+}
+
 /* inih callback: nonzero to go on, zero to stop at this line. */
 static int on_value(void *user, const char *section, const char *key,
-                    const char *value, int line)
+                    const char *value)
 {
     struct load_ctx *ctx = user;
     const struct opt *o = find_opt(section, key);
+    int line = ctx->line;
     char why[256];
 
+    if (ctx->rc != 0)
+        return 0; /* report the first problem only */
     if (!o) {
         ctx->rc = sgbd_errf(SGBD_E_CONFIG, "%s:%d: [%s] %s: unknown option",
                             ctx->path, line, section, key);
@@ -251,7 +268,7 @@ static int on_value(void *user, const char *section, const char *key,
 int sgbd_config_load(struct sgbd_config *cfg, const char *path)
 {
     struct sgbd_config tmp = *cfg;
-    struct load_ctx ctx = {&tmp, path, 0};
+    struct load_ctx ctx = {&tmp, path, NULL, 0, 0};
     char why[256];
     FILE *f;
     int line;
@@ -261,7 +278,8 @@ int sgbd_config_load(struct sgbd_config *cfg, const char *path)
         int rc = -errno;
         return sgbd_errf(rc, "%s: %s", path, sgbd_strerror(rc));
     }
-    line = ini_parse_file(f, on_value, &ctx);
+    ctx.f = f;
+    line = ini_parse_stream(read_line, &ctx, on_value, &ctx);
     fclose(f);
     if (ctx.rc != 0)
         return ctx.rc;
@@ -332,7 +350,8 @@ void sgbd_config_write_reference(FILE *f)
             section = o->section;
             fprintf(f, "\n[%s]\n", section);
         }
-        fprintf(f, "# %s%s\n%s = %s\n", o->help,
-                o->reloadable ? " (reload)" : "", o->key, o->defval);
+        fprintf(f, "# %s%s\n%s =%s%s\n", o->help,
+                o->reloadable ? " (reload)" : "", o->key,
+                o->defval[0] ? " " : "", o->defval);
     }
 }

@@ -172,6 +172,30 @@ static void test_config_fixed_options_detected_on_reload(void)
     CHECK_STR(name, "server.listen");
 }
 
+/* configs/sgbd.conf is the shipped reference: it must list every option
+ * with the code's default (regenerate with `make config`). */
+static void test_config_shipped_file_matches_code(void)
+{
+    const char *src = getenv("SGBD_SOURCE");
+    char path[2048], *want = NULL, *got = NULL;
+    size_t want_len = 0, got_len = 0;
+    if (!src)
+        SKIP("SGBD_SOURCE not set");
+    snprintf(path, sizeof(path), "%s/configs/sgbd.conf", src);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    want = malloc(1 << 16);
+    want_len = fread(want, 1, 1 << 16, f);
+    fclose(f);
+    FILE *m = open_memstream(&got, &got_len);
+    sgbd_config_write_reference(m);
+    fclose(m);
+    int same = want_len == got_len && memcmp(want, got, got_len) == 0;
+    free(want);
+    free(got);
+    CHECK(same);
+}
+
 int main(void)
 {
     RUN(test_err_detail_names_the_problem);
@@ -186,5 +210,6 @@ int main(void)
     RUN(test_config_rejects_out_of_range_and_garbage);
     RUN(test_config_reference_file_reloads_to_defaults);
     RUN(test_config_fixed_options_detected_on_reload);
+    RUN(test_config_shipped_file_matches_code);
     return harness_finish();
 }
