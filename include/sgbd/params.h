@@ -40,10 +40,14 @@ struct sgbd_params {
 };
 
 /*
- * Append a tensor of shape (rows, cols). fan_in/fan_out of 0 take torch's
- * defaults for a 2-D weight of that shape (fan_in = cols, fan_out = rows).
- * Returns the tensor index, or SGBD_E_LIMIT when the layout is full, or
- * SGBD_E_EXISTS for a duplicate name.
+ * Append a tensor of shape (rows, cols) at the next 64-byte boundary.
+ * fan_in/fan_out of 0 take torch's defaults for a 2-D weight of that
+ * shape (fan_in = cols, fan_out = rows); a bias of nn.Linear passes the
+ * weight's fan_in. Start from a zeroed struct sgbd_params.
+ * Returns the tensor index, or SGBD_E_LIMIT when the layout is full, the
+ * name is empty or longer than SGBD_TENSOR_NAME - 1, or the arena would
+ * overflow; SGBD_E_EXISTS for a duplicate name; SGBD_E_SHAPE when rows or
+ * cols is 0. On error the layout is unchanged.
  */
 int sgbd_params_add(struct sgbd_params *p, const char *name, size_t rows,
                     size_t cols, enum sgbd_init init, size_t fan_in,
@@ -57,7 +61,11 @@ int sgbd_params_find(const struct sgbd_params *p, const char *name);
 float *sgbd_params_alloc_arena(const struct sgbd_params *p);
 void sgbd_params_free_arena(float *arena);
 
-/* Fill every tensor of arena with its initialiser, drawing from rng. */
+/*
+ * Fill every tensor of arena with its initialiser, drawing from rng:
+ * tensors in declaration order, elements row-major, so (layout, seed)
+ * fixes every value. Padding between tensors is left as it is.
+ */
 void sgbd_params_init(const struct sgbd_params *p, float *arena,
                       struct sgbd_rng *rng);
 
