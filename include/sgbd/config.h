@@ -40,6 +40,12 @@ struct sgbd_config {
     double learning_rate;
     int batch_size;              /* B, interactions per step */
     int64_t seed;
+    int knn_k;                   /* item kNN neighbours (DRAGON, FREEDOM) */
+    double mm_image_weight;      /* weight of the image kNN graph */
+    int user_knn_k;              /* user co-occurrence neighbours */
+    double dropout;              /* FREEDOM edge dropout */
+    double ssl_alpha, ssl_temp, temp; /* SLMRec */
+    int dualgnn_inplace_bug;     /* reproduce MMRec's DualGNN fusion */
 
     /* [optimizer] */
     char optimizer[16];          /* adam, mg, sam, sgbd */
