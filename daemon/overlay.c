@@ -1,0 +1,824 @@
+/*
+ * overlay.c - copy-on-write overlay of item and interaction writes.
+ *
+ * An overlay is two tables of refcounted entries (items by id, users by
+ * id). Deriving a new overlay copies the pointer arrays and hash tables
+ * and shares every untouched entry; an entry an edit touches is copied
+ * first ("fresh" entries, private to the derive in progress, are changed
+ * in place). The finish step resolves the users' interactions to view
+ * indices and recomputes the base mask.
+ */
+#include "sgbd/overlay.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sgbd/err.h"
+#include "sgbd/log.h"
+
+#define EMPTY UINT32_MAX
+
+/* One item's features, copied once and shared by every version. */
+struct feat_blob {
+    atomic_int refs;
+    int n;
+    char name[SGBD_MAX_CHANNELS][SGBD_CHANNEL_NAME];
+    size_t width[SGBD_MAX_CHANNELS];
+    float *v[SGBD_MAX_CHANNELS];
+};
+
+struct ov_item {
+    atomic_int refs;
+    int fresh;                      /* private to the derive in progress */
+    char *id;
+    size_t id_len;
+    uint64_t seq;
+    uint32_t index;
+    int hidden;
+    struct feat_blob *feat;         /* NULL: no features written */
+    float *vec;                     /* (D) cold-start vector, owned */
+    struct sgbd_overlay_item pub;   /* filled by finish */
+};
+
+struct ov_user {
+    atomic_int refs;
+    int fresh;
+    char *id;
+    size_t id_len;
+    size_t n, cap;                  /* interactions since the base */
+    uint64_t *seq;                  /* (n) */
+    char **item;                    /* (n) item ids, owned */
+    uint32_t *idx;                  /* (n_idx) sorted unique view indices */
+    size_t n_idx;
+    size_t n_unresolved;            /* items neither side knew */
+};
+
+/* Open addressing: slot holds a position in the entry array. */
+struct table {
+    size_t mask;
+    uint32_t *slot;
+};
+
+struct sgbd_overlay {
+    atomic_int refs;
+    uint64_t seed;
+    uint32_t base_items;            /* I of the base snapshot, 0: none */
+    uint32_t n_index;               /* I + items new since the base */
+    size_t dim;                     /* D of the base, 0: none */
+
+    size_t n_items, cap_items;
+    struct ov_item **items;
+    struct table item_tab;
+    uint32_t *new_pos;              /* (n_index - base_items) positions */
+
+    size_t n_users, cap_users;
+    struct ov_user **users;
+    struct table user_tab;
+
+    uint64_t *base_mask;            /* ((I + 63) / 64) or NULL */
+    uint64_t n_pairs;
+    uint64_t last_seq;
+};
+
+/* ---- entries ---- */
+
+static void feat_unref(struct feat_blob *f)
+{
+    if (!f || atomic_fetch_sub(&f->refs, 1) != 1)
+        return;
+    for (int c = 0; c < f->n; c++)
+        free(f->v[c]);
+    free(f);
+}
+
+static int feat_copy(struct feat_blob **out,
+                     const struct sgbd_item_features *src)
+{
+    struct feat_blob *f = calloc(1, sizeof(*f));
+
+    if (!f)
+        return -ENOMEM;
+    atomic_init(&f->refs, 1);
+    for (int c = 0; c < src->n && c < SGBD_MAX_CHANNELS; c++) {
+        f->v[c] = malloc(src->ch[c].width * sizeof(float) + 1);
+        if (!f->v[c]) {
+            feat_unref(f);
+            return -ENOMEM;
+        }
+        memcpy(f->v[c], src->ch[c].v, src->ch[c].width * sizeof(float));
+        memcpy(f->name[c], src->ch[c].name, SGBD_CHANNEL_NAME);
+        f->name[c][SGBD_CHANNEL_NAME - 1] = '\0';
+        f->width[c] = src->ch[c].width;
+        f->n = c + 1;
+    }
+    *out = f;
+    return 0;
+}
+
+static void item_unref(struct ov_item *e)
+{
+    if (!e || atomic_fetch_sub(&e->refs, 1) != 1)
+        return;
+    feat_unref(e->feat);
+    free(e->vec);
+    free(e->id);
+    free(e);
+}
+
+static struct ov_item *item_new(const char *id, size_t len)
+{
+    struct ov_item *e = calloc(1, sizeof(*e));
+
+    if (!e || !(e->id = malloc(len + 1))) {
+        free(e);
+        return NULL;
+    }
+    memcpy(e->id, id, len);
+    e->id[len] = '\0';
+    e->id_len = len;
+    atomic_init(&e->refs, 1);
+    e->fresh = 1;
+    return e;
+}
+
+static void user_unref(struct ov_user *u)
+{
+    if (!u || atomic_fetch_sub(&u->refs, 1) != 1)
+        return;
+    for (size_t k = 0; k < u->n; k++)
+        free(u->item[k]);
+    free(u->item);
+    free(u->seq);
+    free(u->idx);
+    free(u->id);
+    free(u);
+}
+
+static struct ov_user *user_new(const char *id, size_t len)
+{
+    struct ov_user *u = calloc(1, sizeof(*u));
+
+    if (!u || !(u->id = malloc(len + 1))) {
+        free(u);
+        return NULL;
+    }
+    memcpy(u->id, id, len);
+    u->id[len] = '\0';
+    u->id_len = len;
+    atomic_init(&u->refs, 1);
+    u->fresh = 1;
+    return u;
+}
+
+static int user_add(struct ov_user *u, const char *item, uint64_t seq)
+{
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 8;
+        uint64_t *s = realloc(u->seq, cap * sizeof(*s));
+        char **it;
+        if (!s)
+            return -ENOMEM;
+        u->seq = s;
+        it = realloc(u->item, cap * sizeof(*it));
+        if (!it)
+            return -ENOMEM;
+        u->item = it;
+        u->cap = cap;
+    }
+    if (!(u->item[u->n] = strdup(item)))
+        return -ENOMEM;
+    u->seq[u->n++] = seq;
+    return 0;
+}
+
+/* A private copy of u keeping only interactions with seq > min_seq. */
+static struct ov_user *user_copy(const struct ov_user *u, uint64_t min_seq)
+{
+    struct ov_user *c = user_new(u->id, u->id_len);
+
+    if (!c)
+        return NULL;
+    for (size_t k = 0; k < u->n; k++)
+        if (u->seq[k] > min_seq && user_add(c, u->item[k], u->seq[k])) {
+            user_unref(c);
+            return NULL;
+        }
+    return c;
+}
+
+/* ---- tables ---- */
+
+static const char *item_key(const struct sgbd_overlay *ov, uint32_t pos,
+                            size_t *len)
+{
+    *len = ov->items[pos]->id_len;
+    return ov->items[pos]->id;
+}
+
+static const char *user_key(const struct sgbd_overlay *ov, uint32_t pos,
+                            size_t *len)
+{
+    *len = ov->users[pos]->id_len;
+    return ov->users[pos]->id;
+}
+
+typedef const char *(*key_fn)(const struct sgbd_overlay *, uint32_t,
+                              size_t *);
+
+/* Slot of id: its entry, or the empty slot where it would go. */
+static size_t tab_slot(const struct sgbd_overlay *ov, const struct table *t,
+                       key_fn key, const char *id, size_t len)
+{
+    size_t at = sgbd_snapshot_hash_id(id, len, ov->seed) & t->mask;
+
+    for (;; at = (at + 1) & t->mask) {
+        uint32_t pos = t->slot[at];
+        const char *k;
+        size_t klen;
+
+        if (pos == EMPTY)
+            return at;
+        k = key(ov, pos, &klen);
+        if (klen == len && memcmp(k, id, len) == 0)
+            return at;
+    }
+}
+
+/* Size t for at least n entries at load <= 1/2, rehashing what is there. */
+static int tab_build(struct table *t, size_t n)
+{
+    size_t cap = 16;
+
+    while (cap < n * 2 + 2)
+        cap <<= 1;
+    t->slot = malloc(cap * sizeof(uint32_t));
+    if (!t->slot)
+        return -ENOMEM;
+    memset(t->slot, 0xff, cap * sizeof(uint32_t));
+    t->mask = cap - 1;
+    return 0;
+}
+
+static void tab_insert(struct sgbd_overlay *ov, struct table *t, key_fn key,
+                       uint32_t pos)
+{
+    size_t len;
+    const char *id = key(ov, pos, &len);
+
+    t->slot[tab_slot(ov, t, key, id, len)] = pos;
+}
+
+/* ---- overlay lifetime ---- */
+
+void sgbd_overlay_unref(struct sgbd_overlay *ov)
+{
+    if (!ov || atomic_fetch_sub(&ov->refs, 1) != 1)
+        return;
+    for (size_t k = 0; k < ov->n_items; k++)
+        item_unref(ov->items[k]);
+    for (size_t k = 0; k < ov->n_users; k++)
+        user_unref(ov->users[k]);
+    free(ov->items);
+    free(ov->users);
+    free(ov->item_tab.slot);
+    free(ov->user_tab.slot);
+    free(ov->new_pos);
+    free(ov->base_mask);
+    free(ov);
+}
+
+/*
+ * An unpublished overlay for base with room for the entries of old (NULL:
+ * none) plus extra more of each kind. Entries of old are shared when
+ * share is set (same base), else not copied at all (rebase re-adds).
+ */
+static int overlay_alloc(struct sgbd_overlay **out,
+                         const struct sgbd_overlay *old,
+                         const struct sgbd_snapshot *base, size_t extra,
+                         int share)
+{
+    struct sgbd_overlay *ov = calloc(1, sizeof(*ov));
+    size_t ni = (old ? old->n_items : 0) + extra;
+    size_t nu = (old ? old->n_users : 0) + extra;
+    int rc = -ENOMEM;
+
+    if (!ov)
+        return -ENOMEM;
+    atomic_init(&ov->refs, 1);
+    ov->seed = old ? old->seed : sgbd_snapshot_hash_id("ov", 2,
+                                                       (uintptr_t)ov);
+    ov->base_items = base ? base->n_items : 0;
+    ov->n_index = ov->base_items;
+    ov->dim = base ? base->dim : 0;
+    ov->cap_items = ni ? ni : 1;
+    ov->cap_users = nu ? nu : 1;
+    ov->items = malloc(ov->cap_items * sizeof(*ov->items));
+    ov->users = malloc(ov->cap_users * sizeof(*ov->users));
+    ov->new_pos = malloc(ov->cap_items * sizeof(uint32_t));
+    if (!ov->items || !ov->users || !ov->new_pos)
+        goto out;
+    if (tab_build(&ov->item_tab, ov->cap_items) != 0 ||
+        tab_build(&ov->user_tab, ov->cap_users) != 0)
+        goto out;
+    rc = 0;
+    if (!share || !old)
+        goto out;
+
+    ov->n_index = old->n_index;
+    ov->n_pairs = old->n_pairs;
+    ov->last_seq = old->last_seq;
+    memcpy(ov->new_pos, old->new_pos,
+           (old->n_index - old->base_items) * sizeof(uint32_t));
+    for (size_t k = 0; k < old->n_items; k++) {
+        ov->items[ov->n_items] = old->items[k];
+        atomic_fetch_add(&old->items[k]->refs, 1);
+        tab_insert(ov, &ov->item_tab, item_key, (uint32_t)ov->n_items++);
+    }
+    for (size_t k = 0; k < old->n_users; k++) {
+        ov->users[ov->n_users] = old->users[k];
+        atomic_fetch_add(&old->users[k]->refs, 1);
+        tab_insert(ov, &ov->user_tab, user_key, (uint32_t)ov->n_users++);
+    }
+out:
+    if (rc != 0)
+        sgbd_overlay_unref(ov);
+    else
+        *out = ov;
+    return rc;
+}
+
+int sgbd_overlay_new_empty(struct sgbd_overlay **out)
+{
+    return overlay_alloc(out, NULL, NULL, 0, 0);
+}
+
+/* ---- cold-start embedding ---- */
+
+/*
+ * out (D) = the base model's cold-start vector for features f. Returns 1
+ * with a vector, 0 when the base cannot make one (no model, ID-only), or
+ * an error.
+ */
+static int embed(const struct sgbd_snapshot *base, const struct feat_blob *f,
+                 float *out)
+{
+    const float *feats[SGBD_MAX_CHANNELS] = {0};
+    int rc;
+
+    if (!base || !base->model || !base->model->ops->embed_new_item || !f)
+        return 0;
+    for (int c = 0; c < base->n_channels; c++)
+        for (int k = 0; k < f->n; k++) {
+            if (strcmp(base->channels[c].name, f->name[k]) != 0)
+                continue;
+            if (f->width[k] != base->channels[c].width)
+                return sgbd_errf(SGBD_E_SHAPE, "channel '%s': %zu values, "
+                                 "the model takes %zu", f->name[k],
+                                 f->width[k], base->channels[c].width);
+            feats[c] = f->v[k];
+        }
+    rc = base->model->ops->embed_new_item(base->model, base->theta, feats,
+                                          out);
+    if (rc != 0)
+        return rc;
+    for (size_t d = 0; d < base->dim; d++)
+        if (!isfinite(out[d]))
+            return sgbd_errf(SGBD_E_DIVERGED, "cold-start vector has a NaN "
+                             "or Inf");
+    return 1;
+}
+
+/*
+ * Give fresh entry e its vector from its features under base. A model
+ * that fails on these features leaves the item without a vector (logged):
+ * the write is durable already and a retrain will place it.
+ */
+static int embed_item(const struct sgbd_snapshot *base, struct ov_item *e)
+{
+    char qid[96];
+    float *v;
+    int rc;
+
+    free(e->vec);
+    e->vec = NULL;
+    if (!base || !e->feat)
+        return 0;
+    v = malloc(base->dim * sizeof(float));
+    if (!v)
+        return -ENOMEM;
+    rc = embed(base, e->feat, v);
+    if (rc < 0 && rc != -ENOMEM) {
+        SGBD_WARN("cold_start_failed", "item=%s why=%s",
+                  sgbd_log_quote(e->id, qid, sizeof(qid)),
+                  sgbd_err_detail(rc));
+        rc = 0;
+    }
+    if (rc <= 0) {
+        free(v);
+        return rc;
+    }
+    e->vec = v;
+    return 0;
+}
+
+/* ---- deriving ---- */
+
+/* The position of a private (fresh) entry for item id, made on demand. */
+static int item_for_write(struct sgbd_overlay *ov,
+                          const struct sgbd_snapshot *base, const char *id,
+                          struct ov_item **out)
+{
+    size_t len = strlen(id);
+    size_t at = tab_slot(ov, &ov->item_tab, item_key, id, len);
+    uint32_t pos = ov->item_tab.slot[at], idx;
+    struct ov_item *e, *old = pos == EMPTY ? NULL : ov->items[pos];
+
+    if (old && old->fresh)
+        return *out = old, 0;
+    if (!(e = item_new(id, len)))
+        return -ENOMEM;
+    if (old) {
+        e->index = old->index;
+        e->hidden = old->hidden;
+        e->seq = old->seq;
+        e->feat = old->feat;
+        if (e->feat)
+            atomic_fetch_add(&e->feat->refs, 1);
+        if (old->vec && !(e->vec = malloc(ov->dim * sizeof(float)))) {
+            item_unref(e);
+            return -ENOMEM;
+        }
+        if (old->vec)
+            memcpy(e->vec, old->vec, ov->dim * sizeof(float));
+        ov->items[pos] = e;
+        item_unref(old);
+    } else {
+        if (base && sgbd_snapshot_item_index(base, id, len, &idx) == 0) {
+            e->index = idx;
+            e->hidden = sgbd_snapshot_hidden(base, idx);
+        } else {
+            e->index = ov->n_index++;
+            ov->new_pos[e->index - ov->base_items] = (uint32_t)ov->n_items;
+        }
+        pos = (uint32_t)ov->n_items++;
+        ov->items[pos] = e;
+        ov->item_tab.slot[at] = pos;
+    }
+    *out = e;
+    return 0;
+}
+
+static int user_for_write(struct sgbd_overlay *ov, const char *id,
+                          struct ov_user **out)
+{
+    size_t len = strlen(id);
+    size_t at = tab_slot(ov, &ov->user_tab, user_key, id, len);
+    uint32_t pos = ov->user_tab.slot[at];
+    struct ov_user *u, *old = pos == EMPTY ? NULL : ov->users[pos];
+
+    if (old && old->fresh)
+        return *out = old, 0;
+    u = old ? user_copy(old, 0) : user_new(id, len);
+    if (!u)
+        return -ENOMEM;
+    if (old) {
+        ov->users[pos] = u;
+        user_unref(old);
+    } else {
+        pos = (uint32_t)ov->n_users++;
+        ov->users[pos] = u;
+        ov->user_tab.slot[at] = pos;
+    }
+    *out = u;
+    return 0;
+}
+
+static int apply_edit(struct sgbd_overlay *ov,
+                      const struct sgbd_snapshot *base,
+                      const struct sgbd_overlay_edit *ed)
+{
+    struct ov_item *e;
+    struct ov_user *u;
+    int rc;
+
+    if (ed->op == SGBD_OVERLAY_SEEN) {
+        rc = user_for_write(ov, ed->user_id, &u);
+        if (rc == 0)
+            rc = user_add(u, ed->item_id, ed->seq);
+        if (rc == 0)
+            ov->n_pairs++;
+        return rc;
+    }
+    rc = item_for_write(ov, base, ed->item_id, &e);
+    if (rc != 0)
+        return rc;
+    e->seq = ed->seq;
+    if (ed->op == SGBD_OVERLAY_DELETE_ITEM) {
+        e->hidden = 1;
+        return 0;
+    }
+    e->hidden = 0;
+    if (!ed->feat)
+        return 0;
+    feat_unref(e->feat);
+    e->feat = NULL;
+    rc = feat_copy(&e->feat, ed->feat);
+    if (rc == 0)
+        rc = embed_item(base, e);
+    return rc;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Resolve an item id to a view index; EMPTY when neither side knows it. */
+static uint32_t resolve_index(const struct sgbd_overlay *ov,
+                              const struct sgbd_snapshot *base,
+                              const char *id)
+{
+    size_t len = strlen(id);
+    size_t at = tab_slot(ov, &ov->item_tab, item_key, id, len);
+    uint32_t idx;
+
+    if (ov->item_tab.slot[at] != EMPTY)
+        return ov->items[ov->item_tab.slot[at]]->index;
+    if (base && sgbd_snapshot_item_index(base, id, len, &idx) == 0)
+        return idx;
+    return EMPTY;
+}
+
+static int finish_user(struct sgbd_overlay *ov,
+                       const struct sgbd_snapshot *base, struct ov_user *u)
+{
+    size_t n = 0;
+
+    u->n_unresolved = 0;
+    free(u->idx);
+    u->idx = malloc(u->n * sizeof(uint32_t) + 1);
+    if (!u->idx)
+        return -ENOMEM;
+    for (size_t k = 0; k < u->n; k++) {
+        uint32_t idx = resolve_index(ov, base, u->item[k]);
+        if (idx != EMPTY)
+            u->idx[n++] = idx;
+        else
+            u->n_unresolved++;
+    }
+    qsort(u->idx, n, sizeof(uint32_t), cmp_u32);
+    u->n_idx = 0;
+    for (size_t k = 0; k < n; k++)
+        if (u->n_idx == 0 || u->idx[u->n_idx - 1] != u->idx[k])
+            u->idx[u->n_idx++] = u->idx[k];
+    u->fresh = 0;
+    return 0;
+}
+
+static void finish_item(const struct sgbd_snapshot *base, struct ov_item *e)
+{
+    e->pub.id = e->id;
+    e->pub.seq = e->seq;
+    e->pub.index = e->index;
+    e->pub.hidden = e->hidden;
+    e->pub.vec = e->vec;
+    if (!e->vec && base && e->index < base->n_items)
+        e->pub.vec = base->items + (size_t)e->index * base->dim;
+    e->fresh = 0;
+}
+
+/*
+ * Users resolved, items' public views set, base mask recomputed. Shared
+ * users are left alone unless an item created now can resolve one of
+ * their older interactions; then they are copied first.
+ */
+static int overlay_finish(struct sgbd_overlay *ov,
+                          const struct sgbd_snapshot *base,
+                          uint32_t old_n_index)
+{
+    size_t words = ((size_t)ov->base_items + 63) / 64;
+    int touches_base = 0;
+
+    for (size_t k = 0; k < ov->n_items; k++) {
+        if (ov->items[k]->fresh)
+            finish_item(base, ov->items[k]);
+        touches_base |= ov->items[k]->index < ov->base_items;
+    }
+    for (size_t k = 0; k < ov->n_users; k++) {
+        struct ov_user *u = ov->users[k];
+        int rc;
+
+        if (!u->fresh && (!u->n_unresolved || ov->n_index == old_n_index))
+            continue;
+        if (!u->fresh) {
+            struct ov_user *c = user_copy(u, 0);
+            if (!c)
+                return -ENOMEM;
+            ov->users[k] = c;
+            user_unref(u);
+            u = c;
+        }
+        rc = finish_user(ov, base, u);
+        if (rc != 0)
+            return rc;
+    }
+    if (!touches_base || !base)
+        return 0;
+    ov->base_mask = malloc(words * sizeof(uint64_t) + 8);
+    if (!ov->base_mask)
+        return -ENOMEM;
+    memcpy(ov->base_mask, base->hidden, words * sizeof(uint64_t));
+    for (size_t k = 0; k < ov->n_items; k++) {
+        uint32_t i = ov->items[k]->index;
+        if (i < ov->base_items)
+            ov->base_mask[i >> 6] |= 1ULL << (i & 63);
+    }
+    return 0;
+}
+
+int sgbd_overlay_derive(struct sgbd_overlay **out,
+                        const struct sgbd_overlay *old,
+                        const struct sgbd_snapshot *base,
+                        const struct sgbd_overlay_edit *edits, size_t n)
+{
+    uint64_t absorbed = base ? base->absorbed_seq : 0;
+    struct sgbd_overlay *ov = NULL;
+    int rc;
+
+    for (size_t k = 0; k < n; k++)
+        if (!edits[k].item_id || !edits[k].item_id[0] ||
+            (edits[k].op == SGBD_OVERLAY_SEEN &&
+             (!edits[k].user_id || !edits[k].user_id[0])))
+            return sgbd_errf(SGBD_E_FORMAT, "overlay edit %zu has no id", k);
+    rc = overlay_alloc(&ov, old, base, n, 1);
+    if (rc != 0)
+        return rc;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        if (edits[k].seq <= absorbed)
+            continue; /* trained into the model already */
+        rc = apply_edit(ov, base, &edits[k]);
+        if (edits[k].seq > ov->last_seq)
+            ov->last_seq = edits[k].seq;
+    }
+    if (rc == 0)
+        rc = overlay_finish(ov, base, old->n_index);
+    if (rc != 0) {
+        sgbd_overlay_unref(ov);
+        return rc;
+    }
+    *out = ov;
+    return 0;
+}
+
+/* Re-add old item entry e under the new base, as a fresh entry. */
+static int rebase_item(struct sgbd_overlay *ov,
+                       const struct sgbd_snapshot *base,
+                       const struct ov_item *old)
+{
+    struct ov_item *e;
+    int rc = item_for_write(ov, base, old->id, &e);
+
+    if (rc != 0)
+        return rc;
+    e->seq = old->seq;
+    e->hidden = old->hidden;
+    e->feat = old->feat;
+    if (e->feat)
+        atomic_fetch_add(&e->feat->refs, 1);
+    return embed_item(base, e);
+}
+
+int sgbd_overlay_rebase(struct sgbd_overlay **out,
+                        const struct sgbd_overlay *old,
+                        const struct sgbd_snapshot *base)
+{
+    struct sgbd_overlay *ov = NULL;
+    int rc = overlay_alloc(&ov, old, base, 0, 0);
+
+    for (size_t k = 0; rc == 0 && k < old->n_items; k++)
+        if (old->items[k]->seq > base->absorbed_seq)
+            rc = rebase_item(ov, base, old->items[k]);
+    for (size_t k = 0; rc == 0 && k < old->n_users; k++) {
+        const struct ov_user *u = old->users[k];
+        struct ov_user *c = user_copy(u, base->absorbed_seq);
+        size_t at;
+
+        if (!c) {
+            rc = -ENOMEM;
+            break;
+        }
+        if (c->n == 0) {
+            user_unref(c);
+            continue;
+        }
+        at = tab_slot(ov, &ov->user_tab, user_key, c->id, c->id_len);
+        ov->user_tab.slot[at] = (uint32_t)ov->n_users;
+        ov->users[ov->n_users++] = c;
+        ov->n_pairs += c->n;
+    }
+    if (rc == 0) {
+        ov->last_seq = old->last_seq;
+        rc = overlay_finish(ov, base, 0);
+    }
+    if (rc != 0) {
+        if (ov)
+            sgbd_overlay_unref(ov);
+        return rc;
+    }
+    *out = ov;
+    return 0;
+}
+
+/* ---- reading ---- */
+
+uint32_t sgbd_overlay_n_index(const struct sgbd_overlay *ov)
+{
+    return ov->n_index;
+}
+
+const uint64_t *sgbd_overlay_base_mask(const struct sgbd_overlay *ov)
+{
+    return ov->base_mask;
+}
+
+size_t sgbd_overlay_n_items(const struct sgbd_overlay *ov)
+{
+    return ov->n_items;
+}
+
+const struct sgbd_overlay_item *sgbd_overlay_item_at(
+    const struct sgbd_overlay *ov, size_t k)
+{
+    return &ov->items[k]->pub;
+}
+
+const struct sgbd_overlay_item *sgbd_overlay_find_item(
+    const struct sgbd_overlay *ov, const char *id, size_t len)
+{
+    size_t at = tab_slot(ov, &ov->item_tab, item_key, id, len);
+    uint32_t pos = ov->item_tab.slot[at];
+
+    return pos == EMPTY ? NULL : &ov->items[pos]->pub;
+}
+
+int sgbd_overlay_user_seen(const struct sgbd_overlay *ov, const char *id,
+                           size_t len, const uint32_t **items, size_t *n)
+{
+    size_t at = tab_slot(ov, &ov->user_tab, user_key, id, len);
+    uint32_t pos = ov->user_tab.slot[at];
+
+    if (pos == EMPTY)
+        return SGBD_E_NOTFOUND;
+    *items = ov->users[pos]->idx;
+    *n = ov->users[pos]->n_idx;
+    return 0;
+}
+
+void sgbd_overlay_pending(const struct sgbd_overlay *ov, uint64_t *items,
+                          uint64_t *interactions)
+{
+    *items = ov->n_items;
+    *interactions = ov->n_pairs;
+}
+
+uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov)
+{
+    return ov->last_seq;
+}
+
+int sgbd_overlay_resolve_item(const struct sgbd_snapshot *snap,
+                              const struct sgbd_overlay *ov, const char *id,
+                              size_t len, struct sgbd_item_ref *ref)
+{
+    const struct sgbd_overlay_item *e = sgbd_overlay_find_item(ov, id, len);
+    uint32_t idx;
+
+    if (e) {
+        ref->index = e->index;
+        ref->hidden = e->hidden;
+        ref->vec = e->vec;
+        ref->in_overlay = 1;
+        return 0;
+    }
+    if (!snap || sgbd_snapshot_item_index(snap, id, len, &idx) != 0)
+        return SGBD_E_NOTFOUND;
+    ref->index = idx;
+    ref->hidden = sgbd_snapshot_hidden(snap, idx);
+    ref->vec = snap->items + (size_t)idx * snap->dim;
+    ref->in_overlay = 0;
+    return 0;
+}
+
+const char *sgbd_overlay_item_id(const struct sgbd_snapshot *snap,
+                                 const struct sgbd_overlay *ov, uint32_t idx)
+{
+    if (idx < ov->base_items)
+        return snap ? sgbd_snapshot_item_id(snap, idx) : NULL;
+    if (idx >= ov->n_index)
+        return NULL;
+    return ov->items[ov->new_pos[idx - ov->base_items]]->id;
+}

@@ -1,0 +1,404 @@
+/* test_snapshot.c - snapshots, overlay and the publication slot. */
+/* ctest: labels=unit,concurrency timeout=180 */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sgbd/err.h"
+#include "sgbd/overlay.h"
+#include "sgbd/snapshot.h"
+
+/* ---- a tiny model whose cold start is a fixed linear map ---- */
+
+#define FAKE_DC 4
+
+/* embed_new_item: out[d] = sum_c theta[d * FAKE_DC + c] * feat[c]. */
+static int fake_embed_new_item(struct sgbd_model *m, const float *theta,
+                               const float *const *feats, float *out)
+{
+    for (size_t d = 0; d < m->dim; d++) {
+        double acc = 0;
+        for (int c = 0; c < FAKE_DC && feats[0]; c++)
+            acc += (double)theta[d * FAKE_DC + c] * feats[0][c];
+        out[d] = (float)acc;
+    }
+    return 0;
+}
+
+static void fake_free(struct sgbd_model *m)
+{
+    free(m);
+}
+
+static const struct sgbd_model_ops fake_ops = {
+    .name = "fake",
+    .free = fake_free,
+    .embed_new_item = fake_embed_new_item,
+};
+
+/* Give s a fake model whose map is scale * (identity-like pattern). */
+static int give_fake_model(struct sgbd_snapshot *s, float scale)
+{
+    struct sgbd_model *m = calloc(1, sizeof(*m));
+    struct sgbd_snapshot_channel ch = {"image", FAKE_DC};
+    float *theta = calloc(s->dim * FAKE_DC, sizeof(float));
+    int rc;
+
+    m->ops = &fake_ops;
+    m->dim = s->dim;
+    m->layout.n = s->dim * FAKE_DC;
+    for (size_t d = 0; d < s->dim; d++)
+        theta[d * FAKE_DC + d % FAKE_DC] = scale;
+    rc = sgbd_snapshot_set_model(s, m, theta, &ch, 1);
+    free(theta);
+    if (rc != 0)
+        free(m);
+    return rc;
+}
+
+/* Every entry of U and V encodes the version: consistency is checkable. */
+static struct sgbd_snapshot *make_versioned(uint64_t version, uint32_t U,
+                                            uint32_t I, size_t D)
+{
+    struct sgbd_snapshot *s;
+
+    if (sgbd_snapshot_new(&s, version, U, I, D) != 0)
+        return NULL;
+    for (size_t k = 0; k < (size_t)U * D; k++)
+        s->users[k] = (float)version;
+    for (size_t k = 0; k < (size_t)I * D; k++)
+        s->items[k] = (float)version + (float)(k / D) * 1e-3f;
+    s->absorbed_seq = version * 1000;
+    if (give_fake_model(s, (float)version) != 0 ||
+        sgbd_snapshot_finish(s) != 0) {
+        sgbd_snapshot_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void test_snapshot_ids_seen_and_popularity(void)
+{
+    const char *users[] = {"alice", "bob", "carol"};
+    const char *items[] = {"a", "b", "c", "d"};
+    uint64_t ptr[] = {0, 3, 5, 6};
+    uint32_t seen[] = {2, 0, 2, 3, 2, 1};
+    struct sgbd_snapshot *s;
+    uint32_t idx;
+
+    CHECK_INT(sgbd_snapshot_new(&s, 1, 3, 4, 2), 0);
+    CHECK_INT(sgbd_snapshot_set_ids(s, users, items), 0);
+    CHECK_INT(sgbd_snapshot_set_seen(s, ptr, seen), 0);
+    CHECK_INT(sgbd_snapshot_hide(s, 3), 0);
+    CHECK_INT(sgbd_snapshot_finish(s), 0);
+
+    CHECK_INT(sgbd_snapshot_user_index(s, "bob", 3, &idx), 0);
+    CHECK_INT(idx, 1);
+    CHECK_INT(sgbd_snapshot_user_index(s, "bo", 2, &idx), SGBD_E_NOTFOUND);
+    CHECK_INT(sgbd_snapshot_item_index(s, "d", 1, &idx), 0);
+    CHECK_INT(idx, 3);
+    CHECK_STR(sgbd_snapshot_item_id(s, 2), "c");
+    CHECK(sgbd_snapshot_hidden(s, 3));
+    CHECK(!sgbd_snapshot_hidden(s, 2));
+
+    /* alice's {2, 0, 2} becomes {0, 2}: sorted and unique. */
+    CHECK_INT(s->seen_ptr[1], 2);
+    CHECK_INT(s->seen_items[0], 0);
+    CHECK_INT(s->seen_items[1], 2);
+    /* counts a=1 b=1 c=2 d=1: c first, then ties by lower index. */
+    CHECK_INT(s->popular[0], 2);
+    CHECK_INT(s->popular[1], 0);
+    CHECK_INT(s->popular[2], 1);
+    CHECK_INT(s->popular[3], 3);
+    CHECK_INT(s->pop_count[2], 2);
+    CHECK_INT(sgbd_snapshot_set_seen(s, ptr, seen), SGBD_E_BUSY);
+    sgbd_snapshot_free(s);
+}
+
+static void test_snapshot_rejects_bad_input(void)
+{
+    const char *dup[] = {"x", "y", "x"};
+    uint64_t bad_ptr[] = {0, 2, 1, 3};
+    uint32_t bad_items[] = {0, 1, 9};
+    struct sgbd_snapshot *s;
+
+    CHECK_INT(sgbd_snapshot_new(&s, 0, 3, 3, 4), SGBD_E_SHAPE);
+    CHECK_INT(sgbd_snapshot_new(&s, 1, 3, 3, 0), SGBD_E_SHAPE);
+    CHECK_INT(sgbd_snapshot_new(&s, 1, 3, 3, 2), 0);
+    CHECK_INT(sgbd_snapshot_set_ids(s, dup, NULL), SGBD_E_EXISTS);
+    CHECK(strstr(sgbd_err_detail(SGBD_E_EXISTS), "'x'") != NULL);
+    CHECK_INT(sgbd_snapshot_set_seen(s, bad_ptr, bad_items), SGBD_E_FORMAT);
+    bad_ptr[2] = 2;
+    CHECK_INT(sgbd_snapshot_set_seen(s, bad_ptr, bad_items), SGBD_E_FORMAT);
+    CHECK_INT(sgbd_snapshot_hide(s, 3), SGBD_E_NOTFOUND);
+    s->items[3] = NAN;
+    CHECK_INT(sgbd_snapshot_finish(s), SGBD_E_DIVERGED);
+    s->items[3] = 0;
+    CHECK_INT(sgbd_snapshot_finish(s), 0);
+    /* default ids after a failed set_ids */
+    CHECK_STR(sgbd_snapshot_user_id(s, 2), "u2");
+    sgbd_snapshot_free(s);
+}
+
+static void test_snapshot_publish_order_and_views(void)
+{
+    struct sgbd_snapshot_slot *slot;
+    struct sgbd_view a, b;
+
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    sgbd_snapshot_acquire(slot, &a);
+    CHECK(a.snap == NULL);
+    CHECK_INT(a.version, 0);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(2, 4, 4, 4), 0), 0);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(2, 4, 4, 4), 0),
+              SGBD_E_VERSION);
+    sgbd_snapshot_acquire(slot, &b);
+    CHECK_INT(b.version, 2);
+    CHECK(a.snap == NULL); /* the old pin still sees its own view */
+    sgbd_snapshot_release(&a);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(1, 4, 4, 4), 1), 0);
+    CHECK_INT(b.snap->users[0], 2); /* pinned snapshot stays intact */
+    sgbd_snapshot_release(&b);
+    sgbd_snapshot_acquire(slot, &a);
+    CHECK_INT(a.version, 1);
+    sgbd_snapshot_release(&a);
+    CHECK(sgbd_snapshot_swaps(slot) == 2);
+    sgbd_snapshot_slot_free(slot);
+}
+
+static void test_snapshot_overlay_immediate_effects(void)
+{
+    float f[FAKE_DC] = {1, 2, 3, 4};
+    struct sgbd_item_features feat = {1, {{"image", FAKE_DC, f}}};
+    struct sgbd_overlay_edit ed[] = {
+        {SGBD_OVERLAY_PUT_ITEM, 2001, "new1", NULL, &feat},
+        {SGBD_OVERLAY_DELETE_ITEM, 2002, "i1", NULL, NULL},
+        {SGBD_OVERLAY_SEEN, 2003, "i2", "u0", NULL},
+        {SGBD_OVERLAY_SEEN, 2004, "new1", "stranger", NULL},
+        {SGBD_OVERLAY_SEEN, 5, "i3", "u0", NULL}, /* absorbed already */
+    };
+    struct sgbd_snapshot_slot *slot;
+    const struct sgbd_overlay_item *e;
+    struct sgbd_item_ref ref;
+    const uint32_t *seen;
+    uint64_t pi, pn;
+    struct sgbd_view v;
+    size_t n;
+
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(2, 3, 4, 4), 0), 0);
+    CHECK_INT(sgbd_snapshot_apply(slot, ed, 5), 0);
+    sgbd_snapshot_acquire(slot, &v);
+
+    CHECK_INT(sgbd_overlay_n_index(v.ov), 5);
+    e = sgbd_overlay_find_item(v.ov, "new1", 4);
+    CHECK(e && e->index == 4 && !e->hidden && e->vec);
+    /* theta puts 2 on (d, d % 4): vec[d] = 2 * f[d % 4] */
+    CHECK_NEAR(e->vec[0], 2, 1e-6);
+    CHECK_NEAR(e->vec[3], 8, 1e-6);
+    CHECK_STR(sgbd_overlay_item_id(v.snap, v.ov, 4), "new1");
+    CHECK_INT(sgbd_overlay_resolve_item(v.snap, v.ov, "i1", 2, &ref), 0);
+    CHECK(ref.hidden && ref.in_overlay && ref.index == 1);
+    CHECK(sgbd_overlay_base_mask(v.ov) != NULL);
+    CHECK(sgbd_overlay_base_mask(v.ov)[0] & 2);
+    CHECK_INT(sgbd_overlay_user_seen(v.ov, "u0", 2, &seen, &n), 0);
+    CHECK_INT(n, 1);
+    CHECK_INT(seen[0], 2);
+    CHECK_INT(sgbd_overlay_user_seen(v.ov, "stranger", 8, &seen, &n), 0);
+    CHECK(n == 1 && seen[0] == 4);
+    sgbd_overlay_pending(v.ov, &pi, &pn);
+    CHECK_INT(pi, 2);
+    CHECK_INT(pn, 2);
+    sgbd_snapshot_release(&v);
+    sgbd_snapshot_slot_free(slot);
+}
+
+static void test_snapshot_rebase_keeps_only_unabsorbed(void)
+{
+    float f[FAKE_DC] = {1, 1, 1, 1};
+    struct sgbd_item_features feat = {1, {{"image", FAKE_DC, f}}};
+    struct sgbd_overlay_edit ed[] = {
+        {SGBD_OVERLAY_PUT_ITEM, 2500, "early", NULL, &feat},
+        {SGBD_OVERLAY_PUT_ITEM, 3500, "late", NULL, &feat},
+        {SGBD_OVERLAY_SEEN, 2600, "late", "u1", NULL},
+        {SGBD_OVERLAY_SEEN, 3600, "late", "u2", NULL},
+    };
+    struct sgbd_snapshot_slot *slot;
+    const struct sgbd_overlay_item *e;
+    const uint32_t *seen;
+    struct sgbd_view v;
+    size_t n;
+
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(2, 3, 4, 4), 0), 0);
+    CHECK_INT(sgbd_snapshot_apply(slot, ed, 4), 0);
+    /* version 3 absorbed writes up to 3000: "early" and u1's are in it. */
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(3, 3, 4, 4), 0), 0);
+    sgbd_snapshot_acquire(slot, &v);
+    CHECK(sgbd_overlay_find_item(v.ov, "early", 5) == NULL);
+    e = sgbd_overlay_find_item(v.ov, "late", 4);
+    CHECK(e != NULL);
+    CHECK_INT(e->index, 4); /* first new index of the new base */
+    CHECK_NEAR(e->vec[0], 3, 1e-6); /* re-embedded by the version-3 model */
+    CHECK_INT(sgbd_overlay_user_seen(v.ov, "u1", 2, &seen, &n),
+              SGBD_E_NOTFOUND);
+    CHECK_INT(sgbd_overlay_user_seen(v.ov, "u2", 2, &seen, &n), 0);
+    CHECK(n == 1 && seen[0] == 4);
+    sgbd_snapshot_release(&v);
+    sgbd_snapshot_slot_free(slot);
+}
+
+static void test_snapshot_overlay_without_model_then_first_publish(void)
+{
+    float f[FAKE_DC] = {0, 0, 0, 5};
+    struct sgbd_item_features feat = {1, {{"image", FAKE_DC, f}}};
+    struct sgbd_overlay_edit ed = {SGBD_OVERLAY_PUT_ITEM, 4000, "fresh",
+                                   NULL, &feat};
+    struct sgbd_snapshot_slot *slot;
+    const struct sgbd_overlay_item *e;
+    struct sgbd_view v;
+
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    CHECK_INT(sgbd_snapshot_apply(slot, &ed, 1), 0);
+    sgbd_snapshot_acquire(slot, &v);
+    e = sgbd_overlay_find_item(v.ov, "fresh", 5);
+    CHECK(e && e->vec == NULL);
+    sgbd_snapshot_release(&v);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(2, 3, 4, 4), 0), 0);
+    sgbd_snapshot_acquire(slot, &v);
+    e = sgbd_overlay_find_item(v.ov, "fresh", 5);
+    CHECK(e && e->vec && e->index == 4);
+    CHECK_NEAR(e->vec[3], 10, 1e-6);
+    sgbd_snapshot_release(&v);
+    sgbd_snapshot_slot_free(slot);
+}
+
+/* ---- the swap under continuous concurrent readers ---- */
+
+#define SWAP_U 4000
+#define SWAP_I 3000
+#define SWAP_D 32
+#define READERS 3
+
+struct swap_ctx {
+    struct sgbd_snapshot_slot *slot;
+    atomic_int stop;
+    atomic_long reads, failures, backwards;
+};
+
+/* One "request": every value this pin shows must encode one version. */
+static int check_view(const struct sgbd_view *v, uint32_t salt)
+{
+    const struct sgbd_snapshot *s = v->snap;
+    float want = (float)v->version;
+    uint32_t u = salt % s->n_users, i = (salt / 7) % s->n_items;
+
+    if (s->version != v->version || s->n_items != SWAP_I)
+        return 0;
+    for (size_t d = 0; d < s->dim; d++)
+        if (s->users[(size_t)u * s->dim + d] != want ||
+            fabsf(s->items[(size_t)i * s->dim + d] - want - i * 1e-3f) > 1e-3f)
+            return 0;
+    return s->absorbed_seq == v->version * 1000;
+}
+
+static void *swap_reader(void *arg)
+{
+    struct swap_ctx *c = arg;
+    uint64_t last = 0;
+    uint32_t salt = (uint32_t)(uintptr_t)&last;
+
+    while (!atomic_load(&c->stop)) {
+        struct sgbd_view v;
+        sgbd_snapshot_acquire(c->slot, &v);
+        salt = salt * 1664525u + 1013904223u;
+        if (!v.snap || !check_view(&v, salt))
+            atomic_fetch_add(&c->failures, 1);
+        if (v.version < last)
+            atomic_fetch_add(&c->backwards, 1);
+        last = v.version;
+        sgbd_snapshot_release(&v);
+        atomic_fetch_add(&c->reads, 1);
+    }
+    return NULL;
+}
+
+static long rss_kb(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (!f)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void test_snapshot_swap_under_concurrent_readers(void)
+{
+    struct swap_ctx c = {0};
+    pthread_t th[READERS];
+    long before, after, snap_kb, live, live_bytes;
+    int versions = 40;
+
+    CHECK_INT(sgbd_snapshot_slot_new(&c.slot), 0);
+    CHECK_INT(sgbd_snapshot_publish(c.slot, make_versioned(1, SWAP_U, SWAP_I,
+                                                           SWAP_D), 0), 0);
+    before = rss_kb();
+    snap_kb = (long)((SWAP_U + 2L * SWAP_I) * SWAP_D * 4 / 1024);
+    for (int t = 0; t < READERS; t++)
+        CHECK(pthread_create(&th[t], NULL, swap_reader, &c) == 0);
+
+    for (int ver = 2; ver <= versions + 1; ver++) {
+        struct sgbd_snapshot *s = make_versioned((uint64_t)ver, SWAP_U,
+                                                 SWAP_I, SWAP_D);
+        char id[32];
+        struct sgbd_overlay_edit ed = {SGBD_OVERLAY_SEEN,
+                                       (uint64_t)ver * 1000 + 1, id, "u1",
+                                       NULL};
+        if (!s || sgbd_snapshot_publish(c.slot, s, 0) != 0)
+            atomic_fetch_add(&c.failures, 1000000);
+        snprintf(id, sizeof(id), "i%d", ver % SWAP_I);
+        if (sgbd_snapshot_apply(c.slot, &ed, 1) != 0)
+            atomic_fetch_add(&c.failures, 1000000);
+        usleep(2000);
+    }
+    atomic_store(&c.stop, 1);
+    for (int t = 0; t < READERS; t++)
+        pthread_join(th[t], NULL);
+    after = rss_kb();
+
+    sgbd_snapshot_live(&live, &live_bytes);
+    fprintf(stderr, "  %ld reads over %d swaps, rss %ld -> %ld kB "
+            "(one snapshot %ld kB), %ld live\n", (long)c.reads, versions,
+            before, after, snap_kb, live);
+    CHECK_INT(c.failures, 0);
+    CHECK_INT(c.backwards, 0);
+    CHECK(c.reads > versions);
+    CHECK_INT(live, 1); /* every replaced snapshot was freed */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    /* 40 leaked snapshots would be 40 x snap_kb; allow one in flight.
+     * (Sanitizers keep freed memory in quarantine: counted above.) */
+    CHECK(after - before < 2 * snap_kb);
+#endif
+    sgbd_snapshot_slot_free(c.slot);
+    sgbd_snapshot_live(&live, &live_bytes);
+    CHECK_INT(live, 0);
+    CHECK_INT(live_bytes, 0);
+}
+
+int main(void)
+{
+    RUN(test_snapshot_ids_seen_and_popularity);
+    RUN(test_snapshot_rejects_bad_input);
+    RUN(test_snapshot_publish_order_and_views);
+    RUN(test_snapshot_overlay_immediate_effects);
+    RUN(test_snapshot_rebase_keeps_only_unabsorbed);
+    RUN(test_snapshot_overlay_without_model_then_first_publish);
+    RUN(test_snapshot_swap_under_concurrent_readers);
+    return harness_finish();
+}
