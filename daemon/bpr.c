@@ -109,23 +109,31 @@ void sgbd_bpr_epoch_begin(struct sgbd_bpr_sampler *s)
     s->next = 0;
 }
 
-/* Whether user u trained on item i: binary search in the sorted set;
- * inlined here because it runs once per draw. */
+/*
+ * Whether user u trained on item i. This runs once per draw, so it is
+ * written without data-dependent branches: most users have a handful of
+ * items and a mispredicted binary-search branch costs more than scanning
+ * them all; longer sets use a branchless binary search (the last element
+ * <= i, compared with i).
+ */
 static inline int in_train(const struct sgbd_itemsets *t, uint32_t u,
                            uint32_t i)
 {
-    const uint32_t *lo = t->items + t->ptr[u], *hi = t->items + t->ptr[u + 1];
+    const uint32_t *a = t->items + t->ptr[u];
+    size_t n = t->ptr[u + 1] - t->ptr[u];
+    int found = 0;
 
-    while (lo < hi) {
-        const uint32_t *mid = lo + (hi - lo) / 2;
-        if (*mid < i)
-            lo = mid + 1;
-        else if (*mid > i)
-            hi = mid;
-        else
-            return 1;
+    if (n <= 16) {
+        for (size_t k = 0; k < n; k++)
+            found |= a[k] == i;
+        return found;
     }
-    return 0;
+    while (n > 1) {
+        size_t half = n / 2;
+        a = a[half] <= i ? a + half : a;
+        n -= half;
+    }
+    return *a == i;
 }
 
 static uint32_t draw_negative(struct sgbd_bpr_sampler *s, uint32_t u)

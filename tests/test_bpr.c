@@ -203,6 +203,19 @@ static void test_bpr_negatives_avoid_train_items(void)
     }
     sgbd_bpr_sampler_free(s);
     free_dataset(&ds);
+
+    /* long sets (about 42 of 80 items) take the binary-search path */
+    CHECK_INT(random_dataset(&ds, 20, 90, 80, 1200, 4), 0);
+    CHECK(ds.train.ptr[1] - ds.train.ptr[0] > 16);
+    CHECK_INT(sgbd_bpr_sampler_new(&s, &ds, 256, 12), 0);
+    for (int epoch = 0; epoch < 10; epoch++) {
+        sgbd_bpr_epoch_begin(s);
+        while (sgbd_bpr_next(s, &b))
+            for (size_t k = 0; k < b.n; k++)
+                CHECK(!has_item(&ds, b.users[k], b.neg[k]) && b.neg[k] < 80);
+    }
+    sgbd_bpr_sampler_free(s);
+    free_dataset(&ds);
 }
 
 /* User 0 trained on items 0..4; negatives come from items 5..14 and must
