@@ -516,6 +516,37 @@ static void test_trainer_progress_reports_the_epoch(void)
     sgbd_params_free_arena(theta);
 }
 
+static int failing_eval(void *ctx, const float *theta,
+                        struct sgbd_epoch_eval *out)
+{
+    int *calls = ctx;
+    return ++*calls == 2 ? sgbd_errf(SGBD_E_SHAPE, "eval: broken") : 0;
+}
+
+static void test_trainer_evaluate_error_stops_the_run(void)
+{
+    struct toy_data td;
+    struct mf mf;
+    struct sgbd_trainer *t;
+    struct sgbd_train_result res;
+    struct sgbd_train_opts o = toy_opts();
+    float *theta = mf_init(&mf, 1);
+    int calls = 0;
+
+    CHECK(theta != NULL);
+    toy_data_init(&td);
+    o.evaluate = failing_eval;
+    o.eval_ctx = &calls;
+    CHECK_INT(sgbd_trainer_new(&t, &mf.base, &td.ds, &o), 0);
+    CHECK_INT(sgbd_trainer_run(t, theta, &res), SGBD_E_SHAPE);
+    CHECK_STR(sgbd_err_detail(SGBD_E_SHAPE), "eval: broken");
+    CHECK_INT(res.epochs, 2);   /* trained, then failed to evaluate */
+    CHECK_INT(res.best_epoch, 0);
+    CHECK(sgbd_trainer_best_theta(t) != NULL);
+    sgbd_trainer_free(t);
+    sgbd_params_free_arena(theta);
+}
+
 static void test_trainer_rejects_bad_setup(void)
 {
     struct toy_data td;
@@ -556,6 +587,7 @@ int main(void)
     RUN(test_trainer_nan_loss_is_diverged);
     RUN(test_trainer_cancel_stops_between_batches);
     RUN(test_trainer_progress_reports_the_epoch);
+    RUN(test_trainer_evaluate_error_stops_the_run);
     RUN(test_trainer_rejects_bad_setup);
     return harness_finish();
 }
