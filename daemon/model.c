@@ -3,8 +3,11 @@
 
 #include <string.h>
 
+#include "sgbd/models.h"
+
 static const struct sgbd_model_ops *const registry[] = {
-    NULL, /* models register here: &sgbd_lightgcn_ops, ... */
+    &sgbd_lightgcn_ops,
+    &sgbd_vbpr_ops,
 };
 
 #define N_MODELS (sizeof(registry) / sizeof(registry[0]))

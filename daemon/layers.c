@@ -1,0 +1,184 @@
+/* layers.c - shared forward/backward layer kernels (see layers.h). */
+#include "sgbd/layers.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "sgbd/mat.h"
+
+int sgbd_layer_linear_forward(float *y, const float *x, const float *w,
+                              const float *b, size_t B, size_t in, size_t out)
+{
+    struct sgbd_mat ym = sgbd_mat_view(y, B, out);
+    struct sgbd_mat xm = sgbd_mat_view((float *)x, B, in);
+    struct sgbd_mat wm = sgbd_mat_view((float *)w, out, in);
+
+    if (b) {
+        for (size_t r = 0; r < B; r++)
+            memcpy(y + r * out, b, out * sizeof(float));
+    }
+    return sgbd_mat_gemm_nt(ym, xm, wm, 1.0f, b ? 1.0f : 0.0f);
+}
+
+int sgbd_layer_linear_backward(float *dx, float *dw, float *db, const float *dy,
+                               const float *x, const float *w, size_t B,
+                               size_t in, size_t out)
+{
+    struct sgbd_mat dym = sgbd_mat_view((float *)dy, B, out);
+    int rc = 0;
+
+    if (dx)
+        rc = sgbd_mat_gemm_nn(sgbd_mat_view(dx, B, in), dym,
+                              sgbd_mat_view((float *)w, out, in), 1.0f, 1.0f);
+    if (dw && rc == 0)
+        rc = sgbd_mat_gemm_tn(sgbd_mat_view(dw, out, in), dym,
+                              sgbd_mat_view((float *)x, B, in), 1.0f, 1.0f);
+    if (db && rc == 0) {
+        for (size_t r = 0; r < B; r++)
+            sgbd_mat_axpy(out, 1.0f, dy + r * out, db);
+    }
+    return rc;
+}
+
+void sgbd_layer_leaky_forward(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : SGBD_LEAKY_SLOPE * x[i];
+}
+
+void sgbd_layer_leaky_backward(float *dx, const float *dy, const float *y,
+                               size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] += y[i] > 0.0f ? dy[i] : SGBD_LEAKY_SLOPE * dy[i];
+}
+
+void sgbd_layer_leaky_backward_inplace(float *d, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        d[i] = y[i] > 0.0f ? d[i] : SGBD_LEAKY_SLOPE * d[i];
+}
+
+void sgbd_layer_rownorm_forward(float *y, float *norm, const float *x,
+                                size_t rows, size_t D)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D;
+        double n = sqrt(sgbd_mat_dot(D, xr, xr));
+        float inv = (float)(1.0 / (n > SGBD_NORM_EPS ? n : SGBD_NORM_EPS));
+
+        norm[r] = (float)n;
+        for (size_t c = 0; c < D; c++)
+            yr[c] = xr[c] * inv;
+    }
+}
+
+void sgbd_layer_rownorm_backward(float *dx, const float *dy, const float *y,
+                                 const float *norm, size_t rows, size_t D)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * D, *dyr = dy + r * D;
+        float *dxr = dx + r * D;
+
+        if (!(norm[r] > SGBD_NORM_EPS)) {
+            sgbd_mat_axpy(D, 1.0f / SGBD_NORM_EPS, dyr, dxr);
+            continue;
+        }
+        float proj = (float)sgbd_mat_dot(D, yr, dyr);
+        float inv = 1.0f / norm[r];
+        for (size_t c = 0; c < D; c++)
+            dxr[c] += (dyr[c] - yr[c] * proj) * inv;
+    }
+}
+
+void sgbd_layer_gather_rows(float *out, const float *x, const uint32_t *idx,
+                            size_t n, size_t D)
+{
+    for (size_t b = 0; b < n; b++)
+        memcpy(out + b * D, x + (size_t)idx[b] * D, D * sizeof(float));
+}
+
+void sgbd_layer_scatter_add_rows(float *dx, const float *dout,
+                                 const uint32_t *idx, size_t n, size_t D)
+{
+    for (size_t b = 0; b < n; b++)
+        sgbd_mat_axpy(D, 1.0f, dout + b * D, dx + (size_t)idx[b] * D);
+}
+
+void sgbd_layer_bpr_diff_forward(float *x, const float *u, const float *p,
+                                 const float *q, size_t B, size_t D)
+{
+    for (size_t b = 0; b < B; b++) {
+        const float *ub = u + b * D, *pb = p + b * D, *qb = q + b * D;
+        float s = 0.0f;
+
+        for (size_t c = 0; c < D; c++)
+            s += ub[c] * (pb[c] - qb[c]);
+        x[b] = s;
+    }
+}
+
+void sgbd_layer_bpr_diff_backward(float *du, float *dp, float *dq,
+                                  const float *dx, const float *u,
+                                  const float *p, const float *q, size_t B,
+                                  size_t D)
+{
+    for (size_t b = 0; b < B; b++) {
+        const float *ub = u + b * D, *pb = p + b * D, *qb = q + b * D;
+        float g = dx[b];
+
+        if (du) {
+            float *d = du + b * D;
+            for (size_t c = 0; c < D; c++)
+                d[c] += g * (pb[c] - qb[c]);
+        }
+        if (dp)
+            sgbd_mat_axpy(D, g, ub, dp + b * D);
+        if (dq)
+            sgbd_mat_axpy(D, -g, ub, dq + b * D);
+    }
+}
+
+double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
+                          double scale)
+{
+    double loss = 0.0;
+
+    for (size_t b = 0; b < B; b++) {
+        const float *row = logits + b * B;
+        float mx = row[0];
+        double z = 0.0;
+
+        for (size_t c = 1; c < B; c++)
+            mx = row[c] > mx ? row[c] : mx;
+        for (size_t c = 0; c < B; c++)
+            z += exp((double)row[c] - mx);
+        loss += log(z) + mx - row[b];
+        if (!dlogits)
+            continue;
+        float *d = dlogits + b * B;
+        double k = scale / (double)B;
+        for (size_t c = 0; c < B; c++)
+            d[c] += (float)(k * (exp((double)row[c] - mx) / z));
+        d[b] -= (float)k;
+    }
+    return loss / (double)B;
+}
+
+void sgbd_layer_softmax_rows(float *a, const float *c, size_t rows, size_t k)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *cr = c + r * k;
+        float *ar = a + r * k;
+        float mx = cr[0];
+        double z = 0.0;
+
+        for (size_t s = 1; s < k; s++)
+            mx = cr[s] > mx ? cr[s] : mx;
+        for (size_t s = 0; s < k; s++)
+            z += exp((double)cr[s] - mx);
+        for (size_t s = 0; s < k; s++)
+            ar[s] = (float)(exp((double)cr[s] - mx) / z);
+    }
+}

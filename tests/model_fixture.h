@@ -1,0 +1,212 @@
+/*
+ * model_fixture.h - tiny random datasets, feature channels and model
+ * harnesses shared by the tests/test_<model>.c files.
+ *
+ * fixture_dataset() builds U users, I items and n training rows drawn
+ * from a fixed seed (duplicates included on purpose), with the per-user
+ * sorted train sets and the distinct-item list that dataset.h promises;
+ * valid/test are left empty. fixture_model_loss() adapts a model's
+ * loss_grad to gradcheck.h's callback shape.
+ */
+#ifndef SGBD_TEST_MODEL_FIXTURE_H
+#define SGBD_TEST_MODEL_FIXTURE_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gradcheck.h"
+#include "sgbd/dataset.h"
+#include "sgbd/model.h"
+#include "sgbd/params.h"
+#include "sgbd/rng.h"
+
+static int fixture_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorted unique items per user from the training rows. */
+static void fixture_itemsets(struct sgbd_dataset *ds)
+{
+    size_t U = ds->n_users, n = ds->n_train;
+    uint64_t *ptr = calloc(U + 1, sizeof(*ptr));
+    uint32_t *items = malloc((n + 1) * sizeof(*items));
+
+    for (uint32_t u = 0; u < U; u++) {
+        ptr[u + 1] = ptr[u];
+        for (size_t k = 0; k < n; k++)
+            if (ds->train_users[k] == u)
+                items[ptr[u + 1]++] = ds->train_items[k];
+        qsort(items + ptr[u], ptr[u + 1] - ptr[u], sizeof(*items),
+              fixture_cmp_u32);
+        size_t w = ptr[u];
+        for (uint64_t j = ptr[u]; j < ptr[u + 1]; j++)
+            if (j == ptr[u] || items[j] != items[w - 1])
+                items[w++] = items[j];
+        ptr[u + 1] = w;
+    }
+    ds->train.ptr = ptr;
+    ds->train.items = items;
+}
+
+static void fixture_neg_items(struct sgbd_dataset *ds)
+{
+    uint8_t *seen = calloc(ds->n_items, 1);
+
+    ds->neg_items = malloc((ds->n_items + 1) * sizeof(uint32_t));
+    ds->n_neg_items = 0;
+    for (size_t k = 0; k < ds->n_train; k++)
+        seen[ds->train_items[k]] = 1;
+    for (uint32_t i = 0; i < ds->n_items; i++)
+        if (seen[i])
+            ds->neg_items[ds->n_neg_items++] = i;
+    free(seen);
+}
+
+/* Every user gets at least one row; the rest are random, duplicates and
+ * untouched items (I > rows / U) included. */
+static void fixture_dataset(struct sgbd_dataset *ds, uint32_t U, uint32_t I,
+                            size_t n, uint64_t seed)
+{
+    struct sgbd_rng r;
+
+    memset(ds, 0, sizeof(*ds));
+    sgbd_rng_init(&r, seed, 42);
+    ds->n_users = U;
+    ds->n_items = I;
+    ds->n_train = n;
+    ds->train_users = malloc(n * sizeof(uint32_t));
+    ds->train_items = malloc(n * sizeof(uint32_t));
+    for (size_t k = 0; k < n; k++) {
+        ds->train_users[k] =
+            k < U ? (uint32_t)k : (uint32_t)sgbd_rng_below(&r, U);
+        /* the last item never appears in training */
+        ds->train_items[k] = (uint32_t)sgbd_rng_below(&r, I - 1);
+    }
+    if (n > U + 1) { /* one exact duplicate row */
+        ds->train_users[n - 1] = ds->train_users[n - 2];
+        ds->train_items[n - 1] = ds->train_items[n - 2];
+    }
+    fixture_itemsets(ds);
+    fixture_neg_items(ds);
+}
+
+static void fixture_dataset_free(struct sgbd_dataset *ds)
+{
+    free(ds->train_users);
+    free(ds->train_items);
+    free(ds->train.ptr);
+    free(ds->train.items);
+    free(ds->neg_items);
+    memset(ds, 0, sizeof(*ds));
+}
+
+/* Channel c of width dims[c], values uniform in [-1, 1). */
+static void fixture_features(struct sgbd_features *f, uint32_t I, int n,
+                             const char *const *names, const size_t *dims,
+                             uint64_t seed)
+{
+    struct sgbd_rng r;
+
+    memset(f, 0, sizeof(*f));
+    sgbd_rng_init(&r, seed, 43);
+    f->n = n;
+    for (int c = 0; c < n; c++) {
+        struct sgbd_channel *ch = &f->ch[c];
+        snprintf(ch->name, sizeof(ch->name), "%s", names[c]);
+        ch->m = sgbd_mat_view(malloc(I * dims[c] * sizeof(float)), I, dims[c]);
+        for (size_t k = 0; k < I * dims[c]; k++)
+            ch->m.data[k] = (float)(2.0 * sgbd_rng_uniform(&r) - 1.0);
+    }
+}
+
+static void fixture_features_free(struct sgbd_features *f)
+{
+    for (int c = 0; c < f->n; c++)
+        free(f->ch[c].m.data);
+    memset(f, 0, sizeof(*f));
+}
+
+/* A batch of B triples with a repeated user and a repeated item. */
+struct fixture_batch {
+    uint32_t u[64], p[64], q[64];
+    struct sgbd_batch b;
+};
+
+static void fixture_batch(struct fixture_batch *fb,
+                          const struct sgbd_dataset *ds, size_t B,
+                          uint64_t seed)
+{
+    struct sgbd_rng r;
+
+    sgbd_rng_init(&r, seed, 44);
+    for (size_t k = 0; k < B; k++) {
+        size_t row = sgbd_rng_below(&r, ds->n_train);
+        fb->u[k] = ds->train_users[row];
+        fb->p[k] = ds->train_items[row];
+        fb->q[k] = (uint32_t)sgbd_rng_below(&r, ds->n_items);
+    }
+    if (B >= 3) {
+        fb->u[B - 1] = fb->u[0];
+        fb->q[B - 2] = fb->p[1];
+    }
+    fb->b.n = B;
+    fb->b.users = fb->u;
+    fb->b.pos = fb->p;
+    fb->b.neg = fb->q;
+}
+
+/* gradcheck adapter: loss_grad needs a gradient buffer even for f(x). */
+struct fixture_loss_ctx {
+    struct sgbd_model *m;
+    const struct sgbd_batch *b;
+    float *scratch; /* (layout.n) */
+};
+
+static double fixture_model_loss(void *vc, const float *theta, float *grad)
+{
+    struct fixture_loss_ctx *c = vc;
+    size_t n = c->m->layout.n;
+
+    if (grad)
+        return c->m->ops->loss_grad(c->m, theta, grad, c->b);
+    memset(c->scratch, 0, n * sizeof(float));
+    return c->m->ops->loss_grad(c->m, theta, c->scratch, c->b);
+}
+
+/* An initialised arena for m, every value then multiplied by scale (the
+ * torch initialisers give tiny gradients on tiny graphs). */
+static float *fixture_theta(const struct sgbd_model *m, uint64_t seed,
+                            float scale)
+{
+    float *theta = sgbd_params_alloc_arena(&m->layout);
+    struct sgbd_rng r;
+
+    if (!theta)
+        return NULL;
+    sgbd_rng_init(&r, seed, SGBD_RNG_INIT);
+    sgbd_params_init(&m->layout, theta, &r);
+    for (size_t k = 0; k < m->layout.n; k++)
+        theta[k] *= scale;
+    return theta;
+}
+
+/* Gradient check of m's whole loss on batch b at theta. */
+static int fixture_gradcheck(struct sgbd_model *m, float *theta,
+                             const struct sgbd_batch *b, size_t n_probe,
+                             struct gradcheck_result *res)
+{
+    struct fixture_loss_ctx c = {m, b, malloc(m->layout.n * sizeof(float))};
+    struct gradcheck_opts o = {
+        .n_probe = n_probe, .h = 5e-2, .floor_rel = 1e-2, .seed = 5};
+    int rc = c.scratch ? gradcheck_run(fixture_model_loss, &c, theta,
+                                       m->layout.n, &o, res)
+                       : -1;
+
+    free(c.scratch);
+    return rc;
+}
+
+#endif
