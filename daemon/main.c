@@ -15,6 +15,7 @@ struct command {
 
 static const struct command commands[] = {
     {"config", sgbd_cli_config, "print the reference configuration"},
+    {"synth", sgbd_cli_synth, "write a synthetic multimodal catalogue"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -12,5 +12,6 @@
 #define SGBD_CLI_HELP 1
 
 int sgbd_cli_config(int argc, char **argv);
+int sgbd_cli_synth(int argc, char **argv);
 
 #endif

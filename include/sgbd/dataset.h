@@ -52,4 +52,66 @@ int sgbd_itemsets_has(const struct sgbd_itemsets *s, uint32_t u, uint32_t i);
 void sgbd_dataset_free(struct sgbd_dataset *ds);
 void sgbd_features_free(struct sgbd_features *f);
 
+struct sgbd_inter;
+struct sgbd_bulkio_opts;
+
+/* Number of (user, item) pairs in a set: ptr[U]. */
+static inline uint64_t sgbd_itemsets_total(const struct sgbd_itemsets *s,
+                                           uint32_t n_users)
+{
+    return s->ptr ? s->ptr[n_users] : 0;
+}
+
+/*
+ * Build *ds from raw rows (inter.h) exactly as MMRec's loader does
+ * (algorithms.md 2.1): U = max userID + 1 and I = max itemID + 1 over all
+ * splits; train rows keep duplicates and file order; valid and test rows
+ * of users without a train row are dropped (filter_out_cold_start_users);
+ * per-user sets are sorted and unique; neg_items are the distinct train
+ * items, ascending. SGBD_E_FORMAT when there are no train rows; -ENOMEM.
+ * On error *ds is unchanged. Free with sgbd_dataset_free().
+ */
+int sgbd_dataset_build(struct sgbd_dataset *ds, const struct sgbd_inter *rows);
+
+/*
+ * Load the dataset of an MMRec folder: the single "*.inter" file in dir,
+ * read through bulkio (io may be NULL). SGBD_E_NOTFOUND when dir holds no
+ * .inter file, SGBD_E_FORMAT when it holds several (both name dir), the
+ * errors of sgbd_inter_read and sgbd_dataset_build, -errno when dir cannot
+ * be listed. Logs ev=dataset_loaded with the sizes.
+ */
+int sgbd_dataset_load_dir(struct sgbd_dataset *ds, const char *dir,
+                          const struct sgbd_bulkio_opts *io);
+
+/* The path of the single .inter file in dir, into path (size n). Errors
+ * as sgbd_dataset_load_dir, and -ENAMETOOLONG when path is too small. */
+int sgbd_dataset_find_inter(const char *dir, char *path, size_t n);
+
+/*
+ * Load every "<name>_feat.npy" of dir as channel <name> (image_feat.npy is
+ * "image"), channels sorted by name. Each must have n_items rows
+ * (SGBD_E_SHAPE naming the file otherwise) and only finite values
+ * (SGBD_E_FORMAT naming file, row and column). SGBD_E_LIMIT past
+ * SGBD_MAX_CHANNELS files or for a name of SGBD_CHANNEL_NAME bytes or
+ * more; npy read errors. A folder without feature files gives n = 0. On
+ * error *f is unchanged. Free with sgbd_features_free().
+ */
+int sgbd_features_load_dir(struct sgbd_features *f, const char *dir,
+                           uint32_t n_items,
+                           const struct sgbd_bulkio_opts *io);
+
+/* Channel called name, or NULL. */
+const struct sgbd_channel *sgbd_features_find(const struct sgbd_features *f,
+                                              const char *name);
+
+/*
+ * Add i.i.d. Gaussian noise N(0, sigma^2) to every feature value (the
+ * --feature-noise experiment). Stream SGBD_RNG_NOISE; each channel's noise
+ * depends only on (seed, channel name), not on the other channels.
+ * sigma is absolute, in the features' own units. -EINVAL when sigma is
+ * negative or not finite; sigma 0 changes nothing.
+ */
+int sgbd_features_add_noise(struct sgbd_features *f, double sigma,
+                            uint64_t seed);
+
 #endif
