@@ -258,6 +258,18 @@ static void log_fallback(int rc)
                   sgbd_strerror(rc), -rc);
 }
 
+/* Kernels 5.1 to 5.5 make rings without IORING_OP_READ; the probe itself
+ * needs 5.6, so no probe means no plain reads either. */
+static int supports_read(struct io_uring *ring)
+{
+    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    int ok = probe && io_uring_opcode_supported(probe, IORING_OP_READ);
+
+    if (probe)
+        io_uring_free_probe(probe);
+    return ok;
+}
+
 /* Returns 0 when done, 1 when no ring could be made (use pread), or an
  * error of the read itself. */
 static int read_uring(int fd, char *buf, size_t len, uint64_t off,
@@ -275,6 +287,10 @@ static int read_uring(int fd, char *buf, size_t len, uint64_t off,
         goto out;
     }
     rc = io_uring_queue_init(p->depth, &j.ring, 0);
+    if (rc == 0 && !supports_read(&j.ring)) {
+        io_uring_queue_exit(&j.ring);
+        rc = -EOPNOTSUPP;
+    }
     if (rc < 0) {
         st->uring_error = rc;
         log_fallback(rc);

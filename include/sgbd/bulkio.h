@@ -5,8 +5,10 @@
  * them are in flight on an io_uring at once, so one loader thread keeps a
  * fast disk busy. Where a ring cannot be created (kernel without io_uring,
  * a seccomp profile that blocks it, kernel.io_uring_disabled: setup fails
- * with -ENOSYS, -EPERM, ...) the same read runs as a loop of pread(2);
- * the first such fallback of the process is logged once (ev=bulkio_fallback).
+ * with -ENOSYS, -EPERM, ...; a kernel before 5.6 whose rings lack
+ * IORING_OP_READ counts as -EOPNOTSUPP) the same read runs as a loop of
+ * pread(2); the first such fallback of the process is logged once
+ * (ev=bulkio_fallback).
  * The fallback is also forced by opts->force_pread or by the environment
  * variable SGBD_FORCE_PREAD=1. Reads no longer than one chunk always use
  * pread: a ring would cost more than it saves.
