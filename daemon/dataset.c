@@ -204,6 +204,12 @@ int sgbd_dataset_build(struct sgbd_dataset *ds, const struct sgbd_inter *rows)
     }
     if (d.n_train == 0)
         return sgbd_errf(SGBD_E_FORMAT, "no training rows (x_label 0)");
+    if (max_user >= 4 * (uint64_t)rows->n + 1024 ||
+        max_item >= 4 * (uint64_t)rows->n + 1024)
+        return sgbd_errf(SGBD_E_FORMAT, "largest userID %llu / itemID %llu "
+                         "for only %zu rows: ids must be dense (0-based, "
+                         "contiguous)", (unsigned long long)max_user,
+                         (unsigned long long)max_item, rows->n);
     d.n_users = (uint32_t)(max_user + 1);
     d.n_items = (uint32_t)(max_item + 1);
     has_train = calloc(d.n_users, 1);

@@ -128,6 +128,20 @@ static void test_dataset_without_train_rows_is_rejected(void)
     sgbd_inter_free(&r);
 }
 
+static void test_dataset_rejects_sparse_ids(void)
+{
+    const char *text = "userID\titemID\tx_label\n0\t0\t0\n2000000000\t1\t0\n";
+    struct sgbd_inter r = {0};
+    struct sgbd_dataset ds;
+    int rc;
+
+    CHECK_INT(sgbd_inter_parse(&r, text, strlen(text), "x"), 0);
+    rc = sgbd_dataset_build(&ds, &r);
+    CHECK_INT(rc, SGBD_E_FORMAT);
+    CHECK(strstr(sgbd_err_detail(rc), "ids must be dense"));
+    sgbd_inter_free(&r);
+}
+
 static void test_dataset_load_dir_needs_exactly_one_inter(void)
 {
     struct sgbd_dataset ds;
@@ -302,6 +316,7 @@ int main(void)
         return 1;
     RUN(test_dataset_build_follows_mmrec_rules);
     RUN(test_dataset_without_train_rows_is_rejected);
+    RUN(test_dataset_rejects_sparse_ids);
     RUN(test_dataset_load_dir_needs_exactly_one_inter);
     RUN(test_features_load_sorted_channels);
     RUN(test_features_row_mismatch_names_the_file);

@@ -68,7 +68,9 @@ static inline uint64_t sgbd_itemsets_total(const struct sgbd_itemsets *s,
  * splits; train rows keep duplicates and file order; valid and test rows
  * of users without a train row are dropped (filter_out_cold_start_users);
  * per-user sets are sorted and unique; neg_items are the distinct train
- * items, ascending. SGBD_E_FORMAT when there are no train rows; -ENOMEM.
+ * items, ascending. SGBD_E_FORMAT when there are no train rows or when
+ * the ids are far from dense (a max id of 4 n + 1024 or more for n rows,
+ * which would only waste memory); -ENOMEM.
  * On error *ds is unchanged. Free with sgbd_dataset_free().
  */
 int sgbd_dataset_build(struct sgbd_dataset *ds, const struct sgbd_inter *rows);
