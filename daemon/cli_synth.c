@@ -102,6 +102,20 @@ static int items_from(const char *dir, uint32_t *n_items)
     return 0;
 }
 
+static int is_option(const char *opt)
+{
+    static const char *const known[] = {
+        "--out", "--items-from", "--name", "--users", "--items",
+        "--clusters", "--latent", "--dim-image", "--dim-text",
+        "--interactions-per-user", "--noise", "--seed",
+    };
+
+    for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+        if (strcmp(opt, known[k]) == 0)
+            return 1;
+    return 0;
+}
+
 /* One "--opt VALUE" pair into p (or *out / *from). */
 static int apply_option(struct sgbd_synth_params *p, const char *opt,
                         const char *v, const char **out, const char **from)
@@ -156,8 +170,9 @@ static int parse_args(int argc, char **argv, struct sgbd_synth_params *p,
         if (eq && (size_t)(eq - opt) < sizeof(name)) {
             snprintf(name, sizeof(name), "%.*s", (int)(eq - opt), opt);
             rc = apply_option(p, name, eq + 1, out, from);
-        } else if (i + 1 < argc) {
-            rc = apply_option(p, opt, argv[++i], out, from);
+        } else if (i + 1 < argc || !is_option(opt)) {
+            rc = apply_option(p, opt, i + 1 < argc ? argv[++i] : "", out,
+                              from);
         } else {
             rc = sgbd_errf(SGBD_E_USAGE, "%s needs a value", opt);
         }

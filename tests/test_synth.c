@@ -295,6 +295,8 @@ static void test_synth_cli_usage_errors(void)
     const char *unknown[] = {"synth", "--out", sub("c"), "--colour", "red",
                              NULL};
     const char *no_value[] = {"synth", "--out", sub("c"), "--seed", NULL};
+    const char *last_unknown[] = {"synth", "--out", sub("c"), "--bogus",
+                                  NULL};
     const char *low[] = {"synth", "--out", sub("c"),
                          "--interactions-per-user", "3", NULL};
     const char *neg[] = {"synth", "--out", sub("c"), "--noise=-2", NULL};
@@ -311,6 +313,8 @@ static void test_synth_cli_usage_errors(void)
     CHECK(strstr(sgbd_err_detail(SGBD_E_USAGE), "unknown option '--colour'"));
     CHECK_INT(cli(no_value), SGBD_E_USAGE);
     CHECK_STR(sgbd_err_detail(SGBD_E_USAGE), "--seed needs a value");
+    CHECK_INT(cli(last_unknown), SGBD_E_USAGE);
+    CHECK(strstr(sgbd_err_detail(SGBD_E_USAGE), "unknown option '--bogus'"));
     rc = cli(low);
     CHECK_INT(rc, SGBD_E_USAGE);
     CHECK_STR(sgbd_err_detail(rc), "--interactions-per-user: must be at "
