@@ -16,6 +16,10 @@ struct command {
 static const struct command commands[] = {
     {"config", sgbd_cli_config, "print the reference configuration"},
     {"synth", sgbd_cli_synth, "write a synthetic multimodal catalogue"},
+    {"import", sgbd_cli_import, "import an MMRec dataset into the store"},
+    {"backup", sgbd_cli_backup, "write a compacted copy of the store"},
+    {"check", sgbd_cli_check, "verify checkpoints and id maps"},
+    {"checkpoints", sgbd_cli_checkpoints, "list, delete, roll back"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

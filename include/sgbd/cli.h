@@ -13,5 +13,9 @@
 
 int sgbd_cli_config(int argc, char **argv);
 int sgbd_cli_synth(int argc, char **argv);
+int sgbd_cli_import(int argc, char **argv);
+int sgbd_cli_backup(int argc, char **argv);
+int sgbd_cli_check(int argc, char **argv);
+int sgbd_cli_checkpoints(int argc, char **argv);
 
 #endif
