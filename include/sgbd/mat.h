@@ -39,4 +39,69 @@ static inline struct sgbd_mat sgbd_mat_view(float *data, size_t rows,
     return v;
 }
 
+/*
+ * Ownership: sgbd_mat_alloc() makes an owned matrix (64-byte aligned,
+ * zero-filled, stride == cols); only such a matrix may be passed to
+ * sgbd_mat_release(). Every other struct sgbd_mat is a borrowed view.
+ *
+ * The product wrappers check shapes and return SGBD_E_SHAPE (with a
+ * detail naming the operands) instead of calling BLAS with wrong sizes;
+ * C must not overlap A or B. They run on OpenBLAS's own threads, so call
+ * them from training or evaluation, not from serving threads, and not
+ * from inside a sgbd_parallel_for chunk.
+ */
+
+/* m = zeroed (rows, cols), 64-byte aligned. 0 or -ENOMEM (m untouched). */
+int sgbd_mat_alloc(struct sgbd_mat *m, size_t rows, size_t cols);
+
+/* Free an owned matrix and zero the struct; NULL and empty are fine. */
+void sgbd_mat_release(struct sgbd_mat *m);
+
+/*
+ * Threads for OpenBLAS and for the compute pool (parallel.h); 0 means the
+ * number of online CPUs. Returns 0 or the error of
+ * sgbd_parallel_set_threads().
+ */
+int sgbd_mat_set_threads(int n);
+
+/* C (M, N) = alpha A (M, K) B (K, N) + beta C. */
+int sgbd_mat_gemm_nn(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
+                     float alpha, float beta);
+
+/* C (M, N) = alpha A (M, K) B^T, B (N, K), + beta C. */
+int sgbd_mat_gemm_nt(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
+                     float alpha, float beta);
+
+/* C (M, N) = alpha A^T B + beta C, A (K, M), B (K, N). */
+int sgbd_mat_gemm_tn(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
+                     float alpha, float beta);
+
+/* y (A.rows) = alpha A x + beta y, x (A.cols). Returns 0. */
+int sgbd_mat_gemv_n(float *y, struct sgbd_mat a, const float *x, float alpha,
+                    float beta);
+
+/* y (A.cols) = alpha A^T x + beta y, x (A.rows). Returns 0. */
+int sgbd_mat_gemv_t(float *y, struct sgbd_mat a, const float *x, float alpha,
+                    float beta);
+
+/* Vector helpers, serial (safe on any thread), plain loops. */
+
+/* y (n) += a x (n). */
+void sgbd_mat_axpy(size_t n, float a, const float *x, float *y);
+
+/* x (n) *= a. */
+void sgbd_mat_scale(size_t n, float a, float *x);
+
+/* sum x[i] y[i] accumulated in double, in a fixed order. */
+double sgbd_mat_dot(size_t n, const float *x, const float *y);
+
+/* out (A.rows) = L2 norm of each row of A, accumulated in double. */
+void sgbd_mat_row_norms(struct sgbd_mat a, float *out);
+
+/*
+ * Divide every row of A by max(||row||_2, eps) in place (torch
+ * F.normalize; algorithms.md section 1 rownorm, eps 1e-12).
+ */
+void sgbd_mat_normalize_rows(struct sgbd_mat a, double eps);
+
 #endif

@@ -1,0 +1,626 @@
+/*
+ * topk.c - threshold + buffer selection, bitsets, and the scoring kernels.
+ *
+ * Candidates are packed into 64-bit keys (score, then lower index first)
+ * and appended to a buffer; a full buffer is cut back to the K best by
+ * quickselect, which raises the threshold. Before a chunk is scanned, a
+ * lower bound of the final K-th score taken from group maxima raises the
+ * threshold close to its final value, so the scan (one vector compare
+ * per 16 scores) appends few more than K keys.
+ *
+ * The kernels use GCC vector extensions on 16-float vectors, compiled for
+ * several x86 levels (target_clones; the default build targets baseline
+ * x86-64). They multiply and add lane by lane and reduce in a fixed tree,
+ * with no contraction under -std=c11, so every clone gives bitwise the
+ * same scores.
+ */
+#include "sgbd/topk.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sgbd/err.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KERNEL_CLONES __attribute__((target_clones("default", "avx2", \
+                                                   "avx512f")))
+#else
+#define KERNEL_CLONES
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+/* Vectors never cross a real call: every helper taking one is inlined. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+typedef float vf16 __attribute__((vector_size(64)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+INLINE vf16 load16(const float *p)
+{
+    vf16 v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* n < 16 floats of p, the other lanes 0. */
+INLINE vf16 load_part(const float *p, size_t n)
+{
+    vf16 v = {0};
+    memcpy(&v, p, n * sizeof(float));
+    return v;
+}
+
+INLINE vf16 splat(float x)
+{
+    vf16 v = {0};
+    return v + x;
+}
+
+/* Bit l set when s[l] >= thr (never for NaN). */
+INLINE unsigned hits16(const float *s, float thr)
+{
+    const vi16 bit = {1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5,
+                      1 << 6, 1 << 7, 1 << 8, 1 << 9, 1 << 10, 1 << 11,
+                      1 << 12, 1 << 13, 1 << 14, 1 << 15};
+    const vi16 h8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
+    const vi16 h4 = {4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15};
+    const vi16 h2 = {2, 3, 0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const vi16 h1 = {1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    vi16 m = (load16(s) >= splat(thr)) & bit;
+
+    m |= __builtin_shuffle(m, h8);
+    m |= __builtin_shuffle(m, h4);
+    m |= __builtin_shuffle(m, h2);
+    m |= __builtin_shuffle(m, h1);
+    return (unsigned)m[0];
+}
+
+#define LANES 16           /* floats per vector; scores per scan test */
+#define SPAN 256           /* scores per span of lane maxima */
+#define CHUNK 4096         /* scores per threshold estimate */
+
+#define BATCH_FLOATS 65536 /* score block of sgbd_topk_users, 256 KiB */
+
+/* ---- bitsets ---------------------------------------------------------- */
+
+uint64_t *sgbd_bitset_new(size_t n_bits)
+{
+    size_t words = sgbd_bitset_words(n_bits);
+
+    return calloc(words ? words : 1, sizeof(uint64_t));
+}
+
+void sgbd_bitset_free(uint64_t *b)
+{
+    free(b);
+}
+
+void sgbd_bitset_or(uint64_t *dst, const uint64_t *src, size_t n_bits)
+{
+    for (size_t w = 0; w < sgbd_bitset_words(n_bits); w++)
+        dst[w] |= src[w];
+}
+
+size_t sgbd_bitset_count(const uint64_t *b, size_t n_bits)
+{
+    size_t full = n_bits / 64, n = 0;
+
+    for (size_t w = 0; w < full; w++)
+        n += (size_t)__builtin_popcountll(b[w]);
+    if (n_bits % 64)
+        n += (size_t)__builtin_popcountll(b[full] &
+                                          (((uint64_t)1 << (n_bits % 64)) -
+                                           1));
+    return n;
+}
+
+/* ---- keys --------------------------------------------------------------- */
+
+/*
+ * key = ord(score) << 32 | (2^32 - 1 - index): ord maps float order onto
+ * unsigned order (flip all bits of negatives, set the sign bit of
+ * positives), so a larger key is a higher score, or the same score with
+ * a lower index. -0 is made +0 first so it ties with +0.
+ */
+static inline uint64_t make_key(float s, size_t i)
+{
+    uint32_t b;
+
+    s = s + 0.0f;   /* -0 + +0 is +0 */
+    memcpy(&b, &s, sizeof(b));
+    b ^= (uint32_t)((int32_t)b >> 31) | 0x80000000u;
+    return (uint64_t)b << 32 | (UINT32_MAX - (uint32_t)i);
+}
+
+static inline float key_score(uint64_t key)
+{
+    uint32_t b = (uint32_t)(key >> 32);
+    float s;
+
+    b = (b & 0x80000000u) ? (b & 0x7fffffffu) : ~b;
+    memcpy(&s, &b, sizeof(s));
+    return s;
+}
+
+static inline uint32_t key_index(uint64_t key)
+{
+    return UINT32_MAX - (uint32_t)key;
+}
+
+static inline void swap_keys(uint64_t *a, size_t i, size_t j)
+{
+    uint64_t t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+}
+
+/*
+ * Partition a[lo, hi) (hi - lo >= 3, distinct keys) around the median of
+ * a[lo], a[mid], a[hi - 1]: returns p with a[lo, p) above a[p], the
+ * pivot, and a[p + 1, hi) below it. Branch-free Lomuto: every element is
+ * swapped into place and the boundary advances by the comparison, since
+ * comparisons of random keys are coin flips a branch predictor loses.
+ */
+static size_t partition_desc(uint64_t *a, size_t lo, size_t hi)
+{
+    size_t mid = lo + (hi - lo) / 2, last = hi - 1, store = lo;
+    uint64_t x = a[lo], y = a[mid], z = a[last];
+    size_t m = (x > y) == (y > z) ? mid : (y > x) == (x > z) ? lo : last;
+
+    swap_keys(a, m, last);
+    uint64_t pivot = a[last];
+    for (size_t i = lo; i < last; i++) {
+        uint64_t v = a[i];
+        a[i] = a[store];
+        a[store] = v;
+        store += v > pivot;
+    }
+    swap_keys(a, store, last);
+    return store;
+}
+
+static void insertion_desc(uint64_t *a, size_t lo, size_t hi)
+{
+    for (size_t i = lo + 1; i < hi; i++) {
+        uint64_t v = a[i];
+        size_t j = i;
+        for (; j > lo && a[j - 1] < v; j--)
+            a[j] = a[j - 1];
+        a[j] = v;
+    }
+}
+
+/* Move the k largest keys of a[0, n) to a[0, k), in no order. */
+static void select_desc(uint64_t *a, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n;
+
+    while (hi - lo > 8) {
+        size_t p = partition_desc(a, lo, hi);
+        if (p + 1 == k)
+            return;
+        if (k <= p)
+            hi = p;
+        else
+            lo = p + 1;
+    }
+    insertion_desc(a, lo, hi);
+}
+
+static void sort_desc(uint64_t *a, size_t lo, size_t hi)
+{
+    while (hi - lo > 8) {
+        size_t p = partition_desc(a, lo, hi);
+        if (p - lo < hi - p) {
+            sort_desc(a, lo, p);
+            lo = p + 1;
+        } else {
+            sort_desc(a, p + 1, hi);
+            hi = p;
+        }
+    }
+    insertion_desc(a, lo, hi);
+}
+
+/* ---- streaming selection ------------------------------------------------ */
+
+static inline uint64_t *key_buf(struct sgbd_topk *t)
+{
+    return t->heap_keys ? t->heap_keys : t->inline_keys;
+}
+
+int sgbd_topk_init(struct sgbd_topk *t, size_t k)
+{
+    size_t cap = 2 * k > 32 ? 2 * k : 32;
+
+    t->k = k;
+    t->n = 0;
+    t->thr = 0;             /* below every key */
+    t->thr_score = -INFINITY;
+    t->heap_keys = NULL;
+    t->cap = cap;
+    if (cap <= SGBD_TOPK_INLINE)
+        return 0;
+    if (k > SIZE_MAX / 32)
+        return -ENOMEM;
+    t->heap_keys = malloc(cap * sizeof(uint64_t));
+    if (!t->heap_keys)
+        return -ENOMEM;
+    t->cap = cap;
+    return 0;
+}
+
+void sgbd_topk_deinit(struct sgbd_topk *t)
+{
+    if (!t)
+        return;
+    free(t->heap_keys);
+    t->heap_keys = NULL;
+    t->n = 0;
+}
+
+/* Raise the threshold; keys above thr all score at least thr_score. */
+static inline void raise_thr(struct sgbd_topk *t, uint64_t thr,
+                             float thr_score)
+{
+    if (thr > t->thr) {
+        t->thr = thr;
+        t->thr_score = thr_score;
+    }
+}
+
+/* Keep the K best keys; the worst of them bounds the final K-th. */
+static void cut(struct sgbd_topk *t, uint64_t *keys)
+{
+    uint64_t worst = UINT64_MAX;
+
+    select_desc(keys, t->n, t->k);
+    t->n = t->k;
+    for (size_t j = 0; j < t->n; j++)
+        worst = keys[j] < worst ? keys[j] : worst;
+    raise_thr(t, worst, key_score(worst));
+}
+
+/* Whether any of bits [from, from + len) is set. */
+static int range_has_bits(const uint64_t *bits, size_t from, size_t len)
+{
+    size_t end = from + len;
+
+    for (size_t w = from >> 6; w <= (end - 1) >> 6; w++) {
+        uint64_t m = bits[w];
+        if (w == from >> 6)
+            m &= ~(uint64_t)0 << (from & 63);
+        if (w == (end - 1) >> 6 && (end & 63))
+            m &= ~(~(uint64_t)0 << (end & 63));
+        if (m)
+            return 1;
+    }
+    return 0;
+}
+
+/* m (16) = lane-wise maxima of a span (16 rows of 16); NaN never wins. */
+INLINE void span_lane_max(const float *restrict s, float *restrict m)
+{
+    vf16 acc = splat(-INFINITY);
+
+    for (size_t r = 0; r < SPAN / LANES; r++) {
+        vf16 v = load16(s + r * LANES);
+        vi16 gt = v > acc;
+        acc = (vf16)(((vi16)v & gt) | ((vi16)acc & ~gt));
+    }
+    memcpy(m, &acc, sizeof(acc));
+}
+
+/*
+ * Threshold estimate for a chunk before scanning it. Lane l of a span is
+ * a group of 16 scores; if K groups have a maximum of at least x, at
+ * least K scores reach x, so the K-th largest group maximum is a lower
+ * bound of the final K-th score: a safe threshold, and close to the true
+ * one, so the scan appends few more than K keys. Spans holding excluded
+ * items are left out (their maximum may be ineligible).
+ */
+INLINE void estimate(struct sgbd_topk *t, const float *restrict scores, size_t n,
+                     size_t base, const uint64_t *bits)
+{
+    float lanes[CHUNK / LANES];
+    uint64_t keys[CHUNK / LANES];
+    size_t n_lanes = 0, n_keys = 0;
+
+    for (size_t sp = 0; sp + SPAN <= n; sp += SPAN) {
+        if (bits && range_has_bits(bits, base + sp, SPAN))
+            continue;
+        span_lane_max(scores + sp, lanes + n_lanes);
+        n_lanes += LANES;
+    }
+    for (size_t i = 0; i < n_lanes; i++) {
+        keys[n_keys] = make_key(lanes[i], i);
+        n_keys += lanes[i] >= t->thr_score;
+    }
+    if (n_keys <= t->k)
+        return;
+    select_desc(keys, n_keys, t->k);
+    uint64_t worst = UINT64_MAX;
+    for (size_t i = 0; i < t->k; i++)
+        worst = keys[i] < worst ? keys[i] : worst;
+    raise_thr(t, (worst >> 32 << 32) - 1, key_score(worst));
+}
+
+/* Append score j if it beats the threshold and is not excluded. */
+INLINE size_t append(struct sgbd_topk *t, uint64_t *keys, size_t held,
+                     float s, size_t i, const uint64_t *bits)
+{
+    uint64_t key = make_key(s, i);
+
+    if (s >= t->thr_score && key > t->thr &&
+        !(bits && sgbd_bitset_test(bits, i)))
+        keys[held++] = key;
+    if (held >= t->cap) {
+        t->n = held;
+        cut(t, keys);
+        held = t->n;
+    }
+    return held;
+}
+
+/*
+ * One vector compare per 16 scores gives a bit mask of those reaching
+ * the threshold; only they are looked at (most masks are 0 once the
+ * threshold is near its final value).
+ */
+INLINE void scan(struct sgbd_topk *t, const float *restrict scores,
+                 size_t n, size_t base, const uint64_t *bits)
+{
+    uint64_t *keys = key_buf(t);
+    size_t held = t->n, j0 = 0;
+
+    for (; j0 + LANES <= n; j0 += LANES) {
+        unsigned m = hits16(scores + j0, t->thr_score);
+        while (m) {
+            size_t j = j0 + (size_t)__builtin_ctz(m);
+            m &= m - 1;
+            held = append(t, keys, held, scores[j], base + j, bits);
+        }
+    }
+    for (size_t j = j0; j < n; j++)
+        held = append(t, keys, held, scores[j], base + j, bits);
+    t->n = held;
+}
+
+KERNEL_CLONES
+static void push_chunks(struct sgbd_topk *t, const float *restrict scores,
+                        size_t n, size_t base, const uint64_t *bits)
+{
+    for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
+        size_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
+        estimate(t, scores + c0, len, base + c0, bits);
+        scan(t, scores + c0, len, base + c0, bits);
+    }
+}
+
+void sgbd_topk_push(struct sgbd_topk *t, const float *scores, size_t n,
+                    size_t base, const uint64_t *exclude_bits)
+{
+    if (t->k > 0 && n > 0)
+        push_chunks(t, scores, n, base, exclude_bits);
+}
+
+size_t sgbd_topk_finish(struct sgbd_topk *t, uint32_t *out_idx,
+                        float *out_score)
+{
+    uint64_t *keys = key_buf(t);
+
+    if (t->n > t->k)
+        cut(t, keys);
+    sort_desc(keys, 0, t->n);
+    for (size_t j = 0; j < t->n; j++) {
+        if (out_idx)
+            out_idx[j] = key_index(keys[j]);
+        if (out_score)
+            out_score[j] = key_score(keys[j]);
+    }
+    return t->n;
+}
+
+int sgbd_topk_select(const float *scores, size_t n, size_t k,
+                     const uint64_t *exclude_bits, uint32_t *out_idx,
+                     float *out_score)
+{
+    struct sgbd_topk t;
+    int rc;
+
+    if (k > INT_MAX)
+        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
+                         INT_MAX);
+    rc = sgbd_topk_init(&t, k);
+    if (rc < 0)
+        return rc;
+    sgbd_topk_push(&t, scores, n, 0, exclude_bits);
+    rc = (int)sgbd_topk_finish(&t, out_idx, out_score);
+    sgbd_topk_deinit(&t);
+    return rc;
+}
+
+/* ---- scoring ------------------------------------------------------------ */
+
+/* acc (16) with lane l = sum of u[d] v[d] over d % 16 == l, ascending. */
+INLINE vf16 dot_lanes(const float *u, const float *v, size_t d)
+{
+    size_t full = d / LANES * LANES;
+    vf16 acc = {0};
+
+    if (full > 0)
+        acc = load16(u) * load16(v);
+    for (size_t c = LANES; c < full; c += LANES)
+        acc += load16(u + c) * load16(v + c);
+    if (full < d)
+        acc += load_part(u + full, d - full) * load_part(v + full, d - full);
+    return acc;
+}
+
+/* Lanes [0, 8) of a, b folded (+ 8) then lanes of b after those of a. */
+#define FOLD(x, y, lo, hi) (__builtin_shuffle(x, y, lo) + \
+                            __builtin_shuffle(x, y, hi))
+
+/*
+ * out[i] = sum of the 16 lanes of acc[i], for 16 vectors at once: four
+ * rounds of pairwise folds (lane l + lane l + 8, then + 4, + 2, + 1), so
+ * each item's sum follows the same tree wherever it sits in the block.
+ */
+INLINE void reduce16(const vf16 *acc, float *out)
+{
+    const vi16 l1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const vi16 h1 = {8, 9, 10, 11, 12, 13, 14, 15,
+                     24, 25, 26, 27, 28, 29, 30, 31};
+    const vi16 l2 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+    const vi16 h2 = {4, 5, 6, 7, 12, 13, 14, 15,
+                     20, 21, 22, 23, 28, 29, 30, 31};
+    const vi16 l3 = {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29};
+    const vi16 h3 = {2, 3, 6, 7, 10, 11, 14, 15,
+                     18, 19, 22, 23, 26, 27, 30, 31};
+    const vi16 l4 = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const vi16 h4 = {1, 3, 5, 7, 9, 11, 13, 15,
+                     17, 19, 21, 23, 25, 27, 29, 31};
+    vf16 r1[8], r2[4], r3[2], r4;
+
+    for (int p = 0; p < 8; p++)
+        r1[p] = FOLD(acc[2 * p], acc[2 * p + 1], l1, h1);
+    for (int p = 0; p < 4; p++)
+        r2[p] = FOLD(r1[2 * p], r1[2 * p + 1], l2, h2);
+    for (int p = 0; p < 2; p++)
+        r3[p] = FOLD(r2[2 * p], r2[2 * p + 1], l3, h3);
+    r4 = FOLD(r3[0], r3[1], l4, h4);
+    memcpy(out, &r4, sizeof(r4));
+}
+
+/*
+ * out[i] = <u, v_i> for n rows of v (row stride vs), D = d. Items go in
+ * groups of 16; a short last group repeats its last row and drops the
+ * extra sums, so an item's score never depends on its position.
+ */
+KERNEL_CLONES
+static void dot_rows(const float *restrict u, const float *restrict v,
+                     size_t vs, size_t n, size_t d, float *restrict out)
+{
+    vf16 acc[LANES];
+    float sums[LANES];
+
+    for (size_t i0 = 0; i0 < n; i0 += LANES) {
+        size_t m = n - i0 < LANES ? n - i0 : LANES;
+        if (d == 64) {
+            /* D = 64, every model's default: u stays in registers. */
+            vf16 u0 = load16(u), u1 = load16(u + 16), u2 = load16(u + 32),
+                 u3 = load16(u + 48);
+            for (size_t l = 0; l < LANES; l++) {
+                const float *vr = v + (i0 + (l < m ? l : m - 1)) * vs;
+                vf16 a = u0 * load16(vr);
+                a += u1 * load16(vr + 16);
+                a += u2 * load16(vr + 32);
+                a += u3 * load16(vr + 48);
+                acc[l] = a;
+            }
+        } else {
+            for (size_t l = 0; l < LANES; l++)
+                acc[l] = dot_lanes(u, v + (i0 + (l < m ? l : m - 1)) * vs,
+                                   d);
+        }
+        reduce16(acc, sums);
+        memcpy(out + i0, sums, m * sizeof(float));
+    }
+}
+
+/* s[i - base] = NaN for every set bit i of bits in [base, base + n). */
+static void mask_nan(float *s, size_t n, size_t base, const uint64_t *bits)
+{
+    if (!bits || n == 0)
+        return;
+    for (size_t w = base >> 6; w <= (base + n - 1) >> 6; w++) {
+        uint64_t m = bits[w];
+        while (m) {
+            size_t i = w * 64 + (size_t)__builtin_ctzll(m);
+            m &= m - 1;
+            if (i >= base && i < base + n)
+                s[i - base] = NAN;
+        }
+    }
+}
+
+int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
+                   const uint64_t *exclude_bits, uint32_t *out_idx,
+                   float *out_score)
+{
+    float block[CHUNK] __attribute__((aligned(64)));
+    struct sgbd_topk t;
+    int rc;
+
+    if (k > INT_MAX)
+        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
+                         INT_MAX);
+    rc = sgbd_topk_init(&t, k);
+    if (rc < 0)
+        return rc;
+    for (size_t i0 = 0; i0 < items.rows && k > 0; i0 += CHUNK) {
+        size_t n = items.rows - i0 < CHUNK ? items.rows - i0 : CHUNK;
+        dot_rows(u, sgbd_mat_row(items, i0), items.stride, n, items.cols,
+                 block);
+        mask_nan(block, n, i0, exclude_bits);
+        sgbd_topk_push(&t, block, n, i0, NULL);
+    }
+    rc = (int)sgbd_topk_finish(&t, out_idx, out_score);
+    sgbd_topk_deinit(&t);
+    return rc;
+}
+
+int sgbd_topk_users(struct sgbd_mat users, struct sgbd_mat items, size_t k,
+                    const uint64_t *const *exclude_bits, uint32_t *out_idx,
+                    float *out_score, size_t *out_n)
+{
+    struct sgbd_topk *t = NULL;
+    struct sgbd_mat block = {0};
+    size_t b_users = users.rows, per;
+    int rc = 0;
+
+    if (users.cols != items.cols)
+        return sgbd_errf(SGBD_E_SHAPE, "topk_users: users (%zu, %zu) and "
+                         "items (%zu, %zu) differ in width", users.rows,
+                         users.cols, items.rows, items.cols);
+    if (k > INT_MAX)
+        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
+                         INT_MAX);
+    if (b_users == 0)
+        return 0;
+    per = BATCH_FLOATS / b_users / 64 * 64;
+    per = per < 256 ? 256 : per;
+    t = calloc(b_users, sizeof(*t));
+    rc = t ? sgbd_mat_alloc(&block, b_users, per) : -ENOMEM;
+    for (size_t b = 0; b < b_users && rc == 0; b++)
+        rc = sgbd_topk_init(&t[b], k);
+    if (rc < 0)
+        goto out;
+
+    for (size_t i0 = 0; i0 < items.rows && k > 0; i0 += per) {
+        size_t n = items.rows - i0 < per ? items.rows - i0 : per;
+        struct sgbd_mat s = {block.data, b_users, n, per};
+        rc = sgbd_mat_gemm_nt(s, users, sgbd_mat_rows(items, i0, n), 1.0f,
+                              0.0f);
+        if (rc < 0)
+            goto out;
+        for (size_t b = 0; b < b_users; b++) {
+            float *row = sgbd_mat_row(s, b);
+            mask_nan(row, n, i0, exclude_bits ? exclude_bits[b] : NULL);
+            sgbd_topk_push(&t[b], row, n, i0, NULL);
+        }
+    }
+    for (size_t b = 0; b < b_users; b++)
+        out_n[b] = sgbd_topk_finish(&t[b], out_idx + b * k,
+                                    out_score + b * k);
+
+out:
+    for (size_t b = 0; t && b < b_users; b++)
+        sgbd_topk_deinit(&t[b]);
+    sgbd_mat_release(&block);
+    free(t);
+    return rc;
+}

@@ -1,0 +1,138 @@
+/*
+ * topk.h - the K best-scoring items, with exclusion bitsets, and the
+ * scoring engine that serving calls.
+ *
+ * Order everywhere: higher score first, equal scores by lower item index.
+ * NaN scores are never selected, -0 counts as +0; excluded items are never selected, so a
+ * result may hold fewer than K items (the count is returned).
+ *
+ * Ownership: the caller provides every output array; nothing here keeps
+ * a pointer after returning. Everything but sgbd_topk_users() is serial
+ * and touches only its arguments, so any number of threads (HTTP workers
+ * included) may call it at once.
+ */
+#ifndef SGBD_TOPK_H
+#define SGBD_TOPK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sgbd/mat.h"
+
+/* ---- bitsets: bit i is bit (i % 64) of word i / 64 ------------------- */
+
+static inline size_t sgbd_bitset_words(size_t n_bits)
+{
+    return (n_bits + 63) / 64;
+}
+
+static inline int sgbd_bitset_test(const uint64_t *b, size_t i)
+{
+    return (int)((b[i >> 6] >> (i & 63)) & 1);
+}
+
+static inline void sgbd_bitset_set(uint64_t *b, size_t i)
+{
+    b[i >> 6] |= (uint64_t)1 << (i & 63);
+}
+
+static inline void sgbd_bitset_clear(uint64_t *b, size_t i)
+{
+    b[i >> 6] &= ~((uint64_t)1 << (i & 63));
+}
+
+/* A zeroed bitset of n_bits bits; NULL on ENOMEM. Free with _free. */
+uint64_t *sgbd_bitset_new(size_t n_bits);
+void sgbd_bitset_free(uint64_t *b);
+
+/* dst |= src over the first n_bits bits (whole words). */
+void sgbd_bitset_or(uint64_t *dst, const uint64_t *src, size_t n_bits);
+
+/* Number of set bits among the first n_bits. */
+size_t sgbd_bitset_count(const uint64_t *b, size_t n_bits);
+
+/* ---- streaming selection --------------------------------------------- */
+
+/*
+ * A running top-K over scores pushed in blocks. Candidates go into a key
+ * buffer (score and index packed so one integer compare orders them);
+ * when it fills, a quickselect keeps the K best and their worst becomes
+ * the threshold that later scores must beat. Once the threshold is set, a
+ * block costs one vectorised compare pass and most blocks stop there.
+ * For K <= SGBD_TOPK_INLINE / 4 the buffer lives inside the struct (no
+ * allocation: fine on a serving thread's stack); larger K allocate 4K
+ * keys. Lifecycle: init, push..., finish (once), deinit.
+ */
+#define SGBD_TOPK_INLINE 512
+
+struct sgbd_topk {
+    size_t k;           /* K */
+    size_t n, cap;      /* keys held, buffer capacity */
+    uint64_t thr;       /* a key must exceed this; 0 before the first cut */
+    float thr_score;    /* score part of thr (-inf before the first cut) */
+    uint64_t *heap_keys;                     /* (cap) when allocated */
+    uint64_t inline_keys[SGBD_TOPK_INLINE];  /* (cap) otherwise */
+};
+
+/* Start a selection of the k best. Returns 0 or -ENOMEM. */
+int sgbd_topk_init(struct sgbd_topk *t, size_t k);
+
+/*
+ * Offer scores[j] (n entries) as item base + j; base + n <= 2^32.
+ * exclude_bits, when not NULL, is indexed by item (base + j), not by j.
+ * Blocks may come in any order; the tie rule still holds.
+ */
+void sgbd_topk_push(struct sgbd_topk *t, const float *scores, size_t n,
+                    size_t base, const uint64_t *exclude_bits);
+
+/*
+ * Write the selection best first into out_idx, out_score (K entries
+ * each, either may be NULL) and return its length, min(K, eligible
+ * items pushed). Call once, after the last push.
+ */
+size_t sgbd_topk_finish(struct sgbd_topk *t, uint32_t *out_idx,
+                        float *out_score);
+
+/* Free what init allocated; NULL and repeated calls are fine. */
+void sgbd_topk_deinit(struct sgbd_topk *t);
+
+/*
+ * The k best of scores (n items), out_idx/out_score (k) best first.
+ * exclude_bits (n bits) or NULL. Returns the count, min(k, eligible),
+ * or -ENOMEM (only for k > SGBD_TOPK_INLINE / 4), or SGBD_E_LIMIT for
+ * k > INT_MAX.
+ */
+int sgbd_topk_select(const float *scores, size_t n, size_t k,
+                     const uint64_t *exclude_bits, uint32_t *out_idx,
+                     float *out_score);
+
+/* ---- scoring --------------------------------------------------------- */
+
+/*
+ * Top-k for one user: score u (D = items.cols) against every row of
+ * items (I, D) with a serial vectorised dot kernel over item blocks, skip
+ * excluded items (bitset of I bits or NULL), select. No BLAS, no pool:
+ * safe for concurrent HTTP threads. Scores are summed in a fixed order,
+ * identical on every x86 ISA level, but not bitwise equal to the sgemm
+ * scores of sgbd_topk_users(). Returns the count or an error, as
+ * sgbd_topk_select().
+ */
+int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
+                   const uint64_t *exclude_bits, uint32_t *out_idx,
+                   float *out_score);
+
+/*
+ * Top-k for B users at once: users (B, D) against items (I, D) with one
+ * sgemm_nt per block of items (so the score block stays in cache), then
+ * a selection per user. exclude_bits is NULL or (B) pointers, each NULL
+ * or a bitset of I bits. out_idx, out_score (B, k) row-major; out_n (B)
+ * receives each user's count. The sgemm runs on OpenBLAS's threads as set
+ * by sgbd_mat_set_threads(); call it from one batching thread, not from
+ * many HTTP threads at once. Returns 0, SGBD_E_SHAPE when users.cols !=
+ * items.cols, SGBD_E_LIMIT for k > INT_MAX, or -ENOMEM.
+ */
+int sgbd_topk_users(struct sgbd_mat users, struct sgbd_mat items, size_t k,
+                    const uint64_t *const *exclude_bits, uint32_t *out_idx,
+                    float *out_score, size_t *out_n);
+
+#endif

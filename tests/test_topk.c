@@ -1,0 +1,296 @@
+/* test_topk.c - selection against a full sort, ties, exclusion, scoring. */
+/* ctest: labels=unit timeout=60 */
+#include <errno.h>
+#include <stdint.h>
+
+#include "harness.h"
+#include "sgbd/err.h"
+#include "sgbd/mat.h"
+#include "sgbd/rng.h"
+#include "sgbd/topk.h"
+
+struct ranked {
+    double score;
+    uint32_t idx;
+};
+
+/* Reference order: higher score first, then lower index. */
+static int by_rank(const void *pa, const void *pb)
+{
+    const struct ranked *a = pa, *b = pb;
+
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* Full sort of the eligible scores (not excluded, not NaN). */
+static size_t reference_topk(const float *s, size_t n, size_t k,
+                             const uint64_t *excl, struct ranked *out)
+{
+    struct ranked *all = malloc((n ? n : 1) * sizeof(*all));
+    size_t m = 0;
+
+    for (size_t i = 0; all && i < n; i++)
+        if (s[i] == s[i] && !(excl && sgbd_bitset_test(excl, i)))
+            all[m].score = s[i], all[m++].idx = (uint32_t)i;
+    qsort(all, m, sizeof(*all), by_rank);
+    m = m < k ? m : k;
+    memcpy(out, all, m * sizeof(*out));
+    free(all);
+    return m;
+}
+
+/* Scores from few distinct values, so ties are everywhere. */
+static void coarse_scores(float *s, size_t n, int levels,
+                          struct sgbd_rng *rng)
+{
+    for (size_t i = 0; i < n; i++)
+        s[i] = (float)sgbd_rng_below(rng, (uint64_t)levels) - levels / 2;
+}
+
+static int same_as_reference(const float *s, size_t n, size_t k,
+                             const uint64_t *excl)
+{
+    uint32_t *idx = malloc((k + 1) * sizeof(*idx));
+    float *sc = malloc((k + 1) * sizeof(*sc));
+    struct ranked *want = malloc((k + 1) * sizeof(*want));
+    int got = sgbd_topk_select(s, n, k, excl, idx, sc), ok = 1;
+    size_t m = reference_topk(s, n, k, excl, want);
+
+    ok = got == (int)m;
+    for (size_t r = 0; ok && r < m; r++)
+        ok = idx[r] == want[r].idx && sc[r] == (float)want[r].score;
+    free(idx), free(sc), free(want);
+    return ok;
+}
+
+static void test_topk_matches_full_sort(void)
+{
+    struct sgbd_rng rng;
+    const size_t sizes[] = {1, 15, 16, 17, 255, 1000, 7050, 20000};
+    const size_t ks[] = {1, 5, 10, 50, 100, 300, 1000};
+
+    sgbd_rng_init(&rng, 11, SGBD_RNG_SYNTH);
+    for (int a = 0; a < 8; a++) {
+        float *s = malloc(sizes[a] * sizeof(float));
+        for (int b = 0; b < 7; b++) {
+            for (size_t i = 0; i < sizes[a]; i++)
+                s[i] = (float)sgbd_rng_normal(&rng);
+            CHECK(same_as_reference(s, sizes[a], ks[b], NULL));
+            coarse_scores(s, sizes[a], 7, &rng);
+            CHECK(same_as_reference(s, sizes[a], ks[b], NULL));
+        }
+        free(s);
+    }
+}
+
+static void test_topk_ties_go_to_lower_index(void)
+{
+    float s[6] = {1, 3, 3, 2, 3, -0.0f};
+    uint32_t idx[6];
+    float sc[6];
+
+    CHECK_INT(sgbd_topk_select(s, 6, 3, NULL, idx, sc), 3);
+    CHECK(idx[0] == 1 && idx[1] == 2 && idx[2] == 4);
+    /* -0 ties with +0: the lower index wins. */
+    float z[3] = {-0.0f, 0.0f, -1};
+    CHECK_INT(sgbd_topk_select(z, 3, 1, NULL, idx, sc), 1);
+    CHECK(idx[0] == 0);
+    float z2[3] = {0.0f, -0.0f, -1};
+    CHECK_INT(sgbd_topk_select(z2, 3, 1, NULL, idx, sc), 1);
+    CHECK(idx[0] == 0);
+}
+
+static void test_topk_excludes_items_and_nan(void)
+{
+    struct sgbd_rng rng;
+    size_t n = 5000;
+    float *s = malloc(n * sizeof(float));
+    uint64_t *ex = sgbd_bitset_new(n);
+
+    CHECK(s && ex);
+    sgbd_rng_init(&rng, 12, SGBD_RNG_SYNTH);
+    for (size_t i = 0; i < n; i++)
+        s[i] = (float)sgbd_rng_normal(&rng);
+    /* Exclude the 30 best and a random spread; NaN a few others. */
+    uint32_t idx[30];
+    float sc[30];
+    CHECK_INT(sgbd_topk_select(s, n, 30, NULL, idx, sc), 30);
+    for (int r = 0; r < 30; r++)
+        sgbd_bitset_set(ex, idx[r]);
+    for (int r = 0; r < 200; r++)
+        sgbd_bitset_set(ex, sgbd_rng_below(&rng, n));
+    for (int r = 0; r < 20; r++)
+        s[sgbd_rng_below(&rng, n)] = NAN;
+    CHECK(same_as_reference(s, n, 50, ex));
+    CHECK(same_as_reference(s, n, 10, ex));
+    free(s);
+    sgbd_bitset_free(ex);
+}
+
+static void test_topk_k_above_available(void)
+{
+    float s[5] = {1, NAN, 3, 2, 0};
+    uint64_t ex[1] = {1u << 3};
+    uint32_t idx[600];
+    float sc[600];
+
+    CHECK_INT(sgbd_topk_select(s, 5, 10, ex, idx, sc), 3);
+    CHECK(idx[0] == 2 && idx[1] == 0 && idx[2] == 4);
+    CHECK_INT(sgbd_topk_select(s, 5, 0, NULL, idx, sc), 0);
+    CHECK_INT(sgbd_topk_select(s, 0, 3, NULL, idx, sc), 0);
+    /* Above the inline buffer: allocated path, same answer. */
+    CHECK_INT(sgbd_topk_select(s, 5, 600, ex, idx, sc), 3);
+    CHECK(idx[0] == 2 && idx[2] == 4);
+}
+
+static void test_topk_streaming_blocks_in_any_order(void)
+{
+    struct sgbd_rng rng;
+    size_t n = 3000, k = 40;
+    float *s = malloc(n * sizeof(float));
+    uint64_t *ex = sgbd_bitset_new(n);
+    uint32_t idx[40], want_idx[40];
+    float sc[40], want_sc[40];
+    struct sgbd_topk t;
+
+    CHECK(s && ex);
+    sgbd_rng_init(&rng, 13, SGBD_RNG_SYNTH);
+    coarse_scores(s, n, 50, &rng);
+    for (int r = 0; r < 100; r++)
+        sgbd_bitset_set(ex, sgbd_rng_below(&rng, n));
+    CHECK_INT(sgbd_topk_select(s, n, k, ex, want_idx, want_sc), 40);
+    CHECK_INT(sgbd_topk_init(&t, k), 0);
+    /* Back to front, in uneven blocks. */
+    for (size_t end = n; end > 0;) {
+        size_t len = end < 333 ? end : 333;
+        sgbd_topk_push(&t, s + end - len, len, end - len, ex);
+        end -= len;
+    }
+    CHECK_INT(sgbd_topk_finish(&t, idx, sc), 40);
+    sgbd_topk_deinit(&t);
+    sgbd_topk_deinit(&t);
+    CHECK(memcmp(idx, want_idx, sizeof(idx)) == 0);
+    CHECK(memcmp(sc, want_sc, sizeof(sc)) == 0);
+    free(s);
+    sgbd_bitset_free(ex);
+}
+
+static void test_topk_bitset_helpers(void)
+{
+    uint64_t *b = sgbd_bitset_new(130), *c = sgbd_bitset_new(130);
+
+    CHECK(b && c);
+    CHECK_INT(sgbd_bitset_words(130), 3);
+    sgbd_bitset_set(b, 0), sgbd_bitset_set(b, 64), sgbd_bitset_set(b, 129);
+    sgbd_bitset_set(c, 5), sgbd_bitset_set(c, 64);
+    CHECK(sgbd_bitset_test(b, 129) && !sgbd_bitset_test(b, 128));
+    CHECK_INT(sgbd_bitset_count(b, 130), 3);
+    CHECK_INT(sgbd_bitset_count(b, 129), 2);
+    sgbd_bitset_or(b, c, 130);
+    CHECK_INT(sgbd_bitset_count(b, 130), 4);
+    sgbd_bitset_clear(b, 64);
+    CHECK(!sgbd_bitset_test(b, 64));
+    sgbd_bitset_free(b), sgbd_bitset_free(c);
+    sgbd_bitset_free(NULL);
+}
+
+/* Small integer embeddings: every dot product is exact in float. */
+static void integer_fill(struct sgbd_mat m, struct sgbd_rng *rng)
+{
+    for (size_t r = 0; r < m.rows; r++)
+        for (size_t c = 0; c < m.cols; c++)
+            sgbd_mat_row(m, r)[c] = (float)sgbd_rng_below(rng, 7) - 3;
+}
+
+static void exact_scores(const float *u, struct sgbd_mat items, float *out)
+{
+    for (size_t i = 0; i < items.rows; i++) {
+        double s = 0;
+        for (size_t c = 0; c < items.cols; c++)
+            s += (double)u[c] * sgbd_mat_row(items, i)[c];
+        out[i] = (float)s;
+    }
+}
+
+static void test_topk_user_matches_reference(void)
+{
+    const size_t widths[] = {64, 1, 20, 100};
+    struct sgbd_rng rng;
+
+    sgbd_rng_init(&rng, 14, SGBD_RNG_SYNTH);
+    for (int w = 0; w < 4; w++) {
+        size_t n = 5000 + 17 * w, d = widths[w];
+        struct sgbd_mat items, users;
+        float *s = malloc(n * sizeof(float));
+        uint64_t *ex = sgbd_bitset_new(n);
+        uint32_t idx[50];
+        float sc[50];
+        struct ranked want[50];
+
+        CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+        CHECK_INT(sgbd_mat_alloc(&users, 2, d), 0);
+        integer_fill(items, &rng), integer_fill(users, &rng);
+        for (int r = 0; r < 40; r++)
+            sgbd_bitset_set(ex, sgbd_rng_below(&rng, n));
+        exact_scores(users.data, items, s);
+        size_t m = reference_topk(s, n, 50, ex, want);
+        CHECK_INT(sgbd_topk_user(users.data, items, 50, ex, idx, sc),
+                  (int)m);
+        for (size_t r = 0; r < m; r++) {
+            CHECK_INT(idx[r], want[r].idx);
+            CHECK(sc[r] == (float)want[r].score);
+        }
+        sgbd_mat_release(&items), sgbd_mat_release(&users);
+        free(s);
+        sgbd_bitset_free(ex);
+    }
+}
+
+static void test_topk_users_batch_equals_single(void)
+{
+    struct sgbd_rng rng;
+    size_t n = 3000, d = 64, b = 9, k = 20;
+    struct sgbd_mat items, users;
+    uint32_t idx[9 * 20], one_idx[20];
+    float sc[9 * 20], one_sc[20];
+    size_t counts[9];
+    uint64_t *ex = sgbd_bitset_new(n);
+    const uint64_t *excl[9] = {NULL};
+
+    CHECK(ex);
+    sgbd_rng_init(&rng, 15, SGBD_RNG_SYNTH);
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    CHECK_INT(sgbd_mat_alloc(&users, b, d), 0);
+    integer_fill(items, &rng), integer_fill(users, &rng);
+    for (int r = 0; r < 100; r++)
+        sgbd_bitset_set(ex, sgbd_rng_below(&rng, n));
+    excl[3] = excl[4] = ex;
+    CHECK_INT(sgbd_topk_users(users, items, k, excl, idx, sc, counts), 0);
+    for (size_t u = 0; u < b; u++) {
+        int got = sgbd_topk_user(sgbd_mat_row(users, u), items, k, excl[u],
+                                 one_idx, one_sc);
+        CHECK_INT(counts[u], got);
+        CHECK(memcmp(idx + u * k, one_idx, k * sizeof(uint32_t)) == 0);
+        CHECK(memcmp(sc + u * k, one_sc, k * sizeof(float)) == 0);
+    }
+    struct sgbd_mat narrow = {users.data, b, d - 1, d};
+    CHECK_INT(sgbd_topk_users(narrow, items, k, NULL, idx, sc, counts),
+              SGBD_E_SHAPE);
+    sgbd_mat_release(&items), sgbd_mat_release(&users);
+    sgbd_bitset_free(ex);
+}
+
+int main(void)
+{
+    RUN(test_topk_matches_full_sort);
+    RUN(test_topk_ties_go_to_lower_index);
+    RUN(test_topk_excludes_items_and_nan);
+    RUN(test_topk_k_above_available);
+    RUN(test_topk_streaming_blocks_in_any_order);
+    RUN(test_topk_bitset_helpers);
+    RUN(test_topk_user_matches_reference);
+    RUN(test_topk_users_batch_equals_single);
+    return harness_finish();
+}
