@@ -550,7 +550,8 @@ struct view_node {
 struct sgbd_snapshot_slot {
     _Atomic(struct view_node *) cur;
     atomic_long guard;              /* readers between load and ref */
-    atomic_uint_fast64_t swaps;
+    atomic_uint_fast64_t swaps, model_swaps;
+    atomic_uint_fast64_t write_seq; /* last write sequence number */
     pthread_mutex_t writer;         /* serialises publish and apply */
 };
 
@@ -596,6 +597,8 @@ int sgbd_snapshot_slot_new(struct sgbd_snapshot_slot **out)
     atomic_init(&slot->cur, v);
     atomic_init(&slot->guard, 0);
     atomic_init(&slot->swaps, 0);
+    atomic_init(&slot->model_swaps, 0);
+    atomic_init(&slot->write_seq, 0);
     pthread_mutex_init(&slot->writer, NULL);
     *out = slot;
     return 0;
@@ -688,6 +691,7 @@ int sgbd_snapshot_publish(struct sgbd_snapshot_slot *slot,
         goto out;
     }
     swap_node(slot, v);
+    atomic_fetch_add(&slot->model_swaps, 1);
     s = NULL; /* the node holds it now */
 out:
     pthread_mutex_unlock(&slot->writer);
@@ -720,4 +724,19 @@ int sgbd_snapshot_apply(struct sgbd_snapshot_slot *slot,
 uint64_t sgbd_snapshot_swaps(const struct sgbd_snapshot_slot *slot)
 {
     return atomic_load(&((struct sgbd_snapshot_slot *)slot)->swaps);
+}
+
+uint64_t sgbd_snapshot_slot_next_seq(struct sgbd_snapshot_slot *slot)
+{
+    return atomic_fetch_add(&slot->write_seq, 1) + 1;
+}
+
+uint64_t sgbd_snapshot_slot_seq(const struct sgbd_snapshot_slot *slot)
+{
+    return atomic_load(&((struct sgbd_snapshot_slot *)slot)->write_seq);
+}
+
+uint64_t sgbd_snapshot_model_swaps(const struct sgbd_snapshot_slot *slot)
+{
+    return atomic_load(&((struct sgbd_snapshot_slot *)slot)->model_swaps);
 }

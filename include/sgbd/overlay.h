@@ -11,7 +11,7 @@
  * current one (sgbd_snapshot_apply in snapshot.h): entries are refcounted
  * and shared, so a write copies a table of pointers, never vectors. When a
  * retrain publishes a snapshot, the overlay is rebased onto it: entries
- * whose store sequence number is <= the snapshot's absorbed_seq are in the
+ * whose write sequence number is <= the snapshot's absorbed_seq are in the
  * model already and are dropped; the others are resolved again by external
  * id against the new snapshot and re-embedded with its model, so a vector
  * always lives in the space of the model it is scored with.
@@ -52,7 +52,7 @@ enum sgbd_overlay_op {
 /* One durable write, described for the overlay; every pointer borrowed. */
 struct sgbd_overlay_edit {
     enum sgbd_overlay_op op;
-    uint64_t seq;                   /* store sequence number, > 0 */
+    uint64_t seq;                   /* write sequence number (snapshot.h) */
     const char *item_id;            /* every op */
     const char *user_id;            /* SEEN */
     const struct sgbd_item_features *feat; /* PUT: new features, or NULL
@@ -136,7 +136,7 @@ int sgbd_overlay_user_seen(const struct sgbd_overlay *ov, const char *id,
 void sgbd_overlay_pending(const struct sgbd_overlay *ov, uint64_t *items,
                           uint64_t *interactions);
 
-/* Highest store sequence number the overlay has seen (0: none). */
+/* Highest write sequence number the overlay has seen (0: none). */
 uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov);
 
 /*

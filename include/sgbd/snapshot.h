@@ -25,11 +25,18 @@
  * takes it (on success and on failure alike). A pinned view borrows the
  * snapshot and overlay until sgbd_snapshot_release.
  *
- * Sequence numbers: every durable write has a store sequence number
- * (store.h). A snapshot records absorbed_seq, the highest one its training
- * data included; overlay edits at or below it are already in the model and
- * are dropped when it is published, the others are re-applied on top of
- * it (re-embedded with the new model), so nothing is lost or applied twice.
+ * Write sequence numbers: the slot numbers the durable writes of this
+ * process. The write path commits to the store, then takes the next
+ * number (sgbd_snapshot_slot_next_seq) for its overlay edits. A retrainer
+ * reads sgbd_snapshot_slot_seq() BEFORE it begins its store read, and
+ * stores that value as the new snapshot's absorbed_seq: every write
+ * numbered at or below it was committed before the read began, so it is
+ * in the training data; its overlay edits are dropped when the snapshot is
+ * published. Writes numbered above it are re-applied on top of the new
+ * snapshot (re-resolved and re-embedded with its model): nothing is lost,
+ * and a write the read happened to see as well is only re-applied, which
+ * is harmless. The numbers restart at 0 with the process; a snapshot
+ * restored at start-up has absorbed_seq 0.
  */
 #ifndef SGBD_SNAPSHOT_H
 #define SGBD_SNAPSHOT_H
@@ -70,7 +77,7 @@ struct sgbd_snapshot_meta {
 
 struct sgbd_snapshot {
     uint64_t version;               /* checkpoint version, >= 1 */
-    uint64_t absorbed_seq;          /* store writes <= this are trained in */
+    uint64_t absorbed_seq;          /* writes numbered <= this trained in */
     uint32_t n_users, n_items;      /* U, I */
     size_t dim;                     /* D */
 
@@ -253,7 +260,19 @@ struct sgbd_overlay_edit;
 int sgbd_snapshot_apply(struct sgbd_snapshot_slot *slot,
                         const struct sgbd_overlay_edit *edits, size_t n);
 
+/*
+ * The next write sequence number (1, 2, ...): call after the write is
+ * durable, before applying its edits. Thread-safe, lock-free.
+ */
+uint64_t sgbd_snapshot_slot_next_seq(struct sgbd_snapshot_slot *slot);
+
+/* The last number handed out (0: none): a retrain's absorbed_seq. */
+uint64_t sgbd_snapshot_slot_seq(const struct sgbd_snapshot_slot *slot);
+
 /* Views published so far (model swaps plus overlay edits), for metrics. */
 uint64_t sgbd_snapshot_swaps(const struct sgbd_snapshot_slot *slot);
+
+/* Snapshots published so far (model swaps only). */
+uint64_t sgbd_snapshot_model_swaps(const struct sgbd_snapshot_slot *slot);
 
 #endif
