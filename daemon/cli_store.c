@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "sgbd/bulkio.h"
@@ -131,6 +132,7 @@ struct import {
     char *ids;                     /* "0", "1", ...: ID_SLOT bytes each */
     struct sgbd_progress prog;
     size_t new_events;
+    uint64_t read_bytes;           /* of the files read */
     double t_read, t_write;
     int json;
 };
@@ -152,6 +154,26 @@ static void show(struct import *im, const char *phase, size_t done,
     sgbd_progress_update(&im->prog, "import [%s] %3d%% %s %zu/%zu", bar,
                          total ? (int)(100 * done / total) : 100, phase,
                          done, total);
+}
+
+static uint64_t file_bytes(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Bytes of the .inter file and of each channel's file. */
+static void count_read(struct import *im, const char *inter)
+{
+    char path[4096];
+
+    im->read_bytes = file_bytes(inter);
+    for (int c = 0; c < im->feat.n; c++) {
+        snprintf(path, sizeof(path), "%s/%s_feat.npy", im->dir,
+                 im->feat.ch[c].name);
+        im->read_bytes += file_bytes(path);
+    }
 }
 
 /* MMRec: U and I are the largest ids + 1; ids as decimal strings. */
@@ -176,6 +198,7 @@ static int import_read(struct import *im)
     if (rc < 0)
         return rc;
     im->t_read = now_s() - t0;
+    count_read(im, path);
 
     n = im->n_users > im->n_items ? im->n_users : im->n_items;
     im->ids = malloc((size_t)n * ID_SLOT + 1);
@@ -288,7 +311,7 @@ static void import_summary(struct import *im)
     struct sgbd_store_counts c = {0};
     char chans[256] = "";
     size_t off = 0;
-    double mb = im->stats.bytes / 1e6;
+    double mb = im->read_bytes / 1e6;
     const char *backend = sgbd_bulkio_backend_name(im->stats.backend);
 
     sgbd_store_counts(im->s, &c);
