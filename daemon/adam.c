@@ -18,6 +18,11 @@
 #endif
 
 #include "sgbd/err.h"
+#include "sgbd/parallel.h"
+
+/* Floats per parallel chunk at least: 256 KiB of each of the 4 arrays,
+ * so a small arena runs inline and a large one is worth the wake-up. */
+#define PARALLEL_GRAIN (1u << 16)
 
 /* Per-step constants, computed in double once and used as floats. */
 struct adam_consts {
@@ -149,6 +154,22 @@ static void adam_range(const struct adam_consts *c, float *restrict theta,
 #define adam_range adam_scalar
 #endif
 
+/* Each element is independent and the SSE and scalar paths agree bit for
+ * bit, so any cut of [0, n) gives the same result. */
+struct adam_job {
+    const struct adam_consts *c;
+    float *theta;
+    const float *grad;
+    float *m, *v;
+};
+
+static void adam_chunk(void *ctx, size_t begin, size_t end)
+{
+    const struct adam_job *j = ctx;
+
+    adam_range(j->c, j->theta, j->grad, j->m, j->v, begin, end);
+}
+
 void sgbd_adam_step(struct sgbd_adam *a, float *theta, const float *grad,
                     float grad_scale, size_t n)
 {
@@ -166,7 +187,9 @@ void sgbd_adam_step(struct sgbd_adam *a, float *theta, const float *grad,
     c.eps = (float)a->o.eps;
     c.step_size = (float)(a->o.lr / (1.0 - pow(a->o.beta1, t)));
     c.bc2_sqrt = (float)sqrt(1.0 - pow(a->o.beta2, t));
-    adam_range(&c, theta, grad, a->m, a->v, 0, n);
+
+    struct adam_job job = {&c, theta, grad, a->m, a->v};
+    sgbd_parallel_for(n, PARALLEL_GRAIN, adam_chunk, &job);
 }
 
 void sgbd_sgd_step(double lr, double weight_decay, float *restrict theta,

@@ -5,6 +5,7 @@
 #include "harness.h"
 #include "sgbd/adam.h"
 #include "sgbd/err.h"
+#include "sgbd/parallel.h"
 #include "sgbd/rng.h"
 
 /* Adam written out in double from the torch documentation, one element. */
@@ -178,6 +179,45 @@ static void test_adam_sgd_step_is_torch_sgd(void)
     CHECK_NEAR(theta[0], 0.9129 * 0.95, 1e-6);
 }
 
+/* The pool cuts the arena differently for each thread count; elements
+ * are independent, so the result must not change. */
+static void test_adam_thread_count_does_not_change_result(void)
+{
+    const size_t n = 300003;
+    float *t1 = malloc(n * sizeof(float)), *t4 = malloc(n * sizeof(float));
+    float *g = malloc(n * sizeof(float));
+    struct sgbd_adam a1, a4;
+    struct sgbd_adam_opts o;
+    struct sgbd_rng rng;
+
+    CHECK(t1 && t4 && g);
+    sgbd_adam_opts_defaults(&o);
+    o.weight_decay = 1e-4;
+    CHECK_INT(sgbd_adam_init(&a1, n, &o), 0);
+    CHECK_INT(sgbd_adam_init(&a4, n, &o), 0);
+    sgbd_rng_init(&rng, 5, 1);
+    for (size_t i = 0; i < n; i++) {
+        t1[i] = t4[i] = (float)sgbd_rng_normal(&rng);
+        g[i] = (float)sgbd_rng_normal(&rng);
+    }
+    for (int k = 0; k < 3; k++) {
+        CHECK_INT(sgbd_parallel_set_threads(1), 0);
+        sgbd_adam_step(&a1, t1, g, k == 1 ? -0.2f : 1.0f, n);
+        CHECK_INT(sgbd_parallel_set_threads(4), 0);
+        sgbd_adam_step(&a4, t4, g, k == 1 ? -0.2f : 1.0f, n);
+    }
+    CHECK(memcmp(t1, t4, n * sizeof(float)) == 0);
+    CHECK(memcmp(a1.m, a4.m, n * sizeof(float)) == 0);
+    CHECK(memcmp(a1.v, a4.v, n * sizeof(float)) == 0);
+    CHECK_INT(sgbd_parallel_set_threads(0), 0);
+    sgbd_parallel_shutdown();
+    sgbd_adam_deinit(&a1);
+    sgbd_adam_deinit(&a4);
+    free(t1);
+    free(t4);
+    free(g);
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -208,7 +248,8 @@ static void test_adam_large_arena_speed(void)
     for (int k = 0; k < 20; k++)
         sgbd_adam_step(&a, theta, g, 1.0f, n);
     double ms = (now() - t0) / 20 * 1e3;
-    printf("adam_step n=%zu ms=%.3f\n", n, ms);
+    printf("adam_step n=%zu threads=%d ms=%.3f\n", n,
+           sgbd_parallel_threads(), ms);
     CHECK(ms < 100);
     sgbd_adam_deinit(&a);
     free(theta);
@@ -224,6 +265,8 @@ int main(void)
     RUN(test_adam_reset_forgets_state);
     RUN(test_adam_rejects_bad_options);
     RUN(test_adam_sgd_step_is_torch_sgd);
+    RUN(test_adam_thread_count_does_not_change_result);
     RUN(test_adam_large_arena_speed);
+    sgbd_parallel_shutdown();
     return harness_finish();
 }

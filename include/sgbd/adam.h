@@ -16,7 +16,9 @@
  * the gradient only, so the weight decay keeps its + sign on the mirror
  * step exactly as torch does when the loss itself is scaled.
  *
- * The struct owns m and v; theta and grad belong to the caller.
+ * The struct owns m and v; theta and grad belong to the caller. Large
+ * arenas are stepped on the compute pool (parallel.h); the result is the
+ * same bit for bit whatever the thread count.
  */
 #ifndef SGBD_ADAM_H
 #define SGBD_ADAM_H
