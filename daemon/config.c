@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "sgbd/err.h"
+#include "sgbd/log.h"
 
 enum opt_type { OPT_INT, OPT_INT64, OPT_DOUBLE, OPT_BOOL, OPT_STRING };
 
@@ -222,6 +223,9 @@ static int check_values(const struct sgbd_config *cfg, char *why, size_t n)
     if (!ok)
         return snprintf(why, n, "[optimizer] name: '%s' is not one of adam, "
                         "mg, sam, sgbd", cfg->optimizer), -1;
+    if (sgbd_log_level_parse(cfg->log_level) < 0)
+        return snprintf(why, n, "[log] level: '%s' is not one of err, "
+                        "warning, notice, info, debug", cfg->log_level), -1;
     if (strchr(cfg->listen, ':') == NULL)
         return snprintf(why, n, "[server] listen: '%s' is not ADDR:PORT",
                         cfg->listen), -1;

@@ -1,0 +1,626 @@
+/*
+ * train_job.c - data -> model -> trainer -> metrics, for one offline job.
+ */
+#include "sgbd/train_job.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sgbd/bulkio.h"
+#include "sgbd/checkpoint.h"
+#include "sgbd/dataset.h"
+#include "sgbd/err.h"
+#include "sgbd/log.h"
+#include "sgbd/mat.h"
+#include "sgbd/metrics.h"
+#include "sgbd/model.h"
+#include "sgbd/parallel.h"
+#include "sgbd/store.h"
+
+/* Everything one job holds while it runs. */
+struct run {
+    const struct sgbd_train_job *job;
+    struct sgbd_dataset ds;
+    struct sgbd_features feat;
+    struct sgbd_hparams hp;
+    const struct sgbd_model_ops *ops;
+    struct sgbd_model *model;
+    float *theta;                   /* (model->layout.n) */
+    struct sgbd_mat users, items;   /* (U, D_out), (I, D_out) */
+    int ks[SGBD_JOB_MAX_K];
+    int n_k;
+    double eval_seconds;            /* summed over evaluated splits */
+    int eval_splits;
+    struct sgbd_train_report *rep;  /* for the per-epoch history */
+    int points_cap;
+    struct sgbd_store *store;       /* with --db */
+    uint64_t last_seq;              /* newest interaction trained on */
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void sgbd_train_job_defaults(struct sgbd_train_job *job)
+{
+    memset(job, 0, sizeof(*job));
+    sgbd_config_defaults(&job->cfg);
+    /* The offline engine reproduces MMRec: plain Adam unless told. */
+    memcpy(job->cfg.optimizer, "adam", 5);
+}
+
+/* The valid metric must be one the job computes: "<name>@<K>". */
+static int check_valid_metric(struct run *r)
+{
+    static const char *names[] = {"recall", "ndcg", "precision", "map"};
+    const char *m = r->job->cfg.valid_metric;
+    const char *at = strchr(m, '@');
+    int k = at ? atoi(at + 1) : 0, known = 0;
+
+    for (int i = 0; at && i < 4; i++)
+        known |= strlen(names[i]) == (size_t)(at - m) &&
+                 strncmp(m, names[i], (size_t)(at - m)) == 0;
+    for (int i = 0; known && i < r->n_k; i++)
+        if (r->ks[i] == k)
+            return 0;
+    return sgbd_errf(SGBD_E_CONFIG, "[train] valid_metric: '%s' is not "
+                     "recall, ndcg, precision or map at one of the topk "
+                     "cut-offs (%s)", m, r->job->cfg.topk);
+}
+
+static void hparams_from_config(struct sgbd_hparams *hp,
+                                const struct sgbd_config *c)
+{
+    sgbd_hparams_defaults(hp);
+    hp->embedding_size = c->embedding_size;
+    hp->n_layers = c->n_layers;
+    hp->reg_weight = c->reg_weight;
+    hp->knn_k = c->knn_k;
+    hp->mm_image_weight = c->mm_image_weight;
+    hp->user_knn_k = c->user_knn_k;
+    hp->dropout = c->dropout;
+    hp->ssl_alpha = c->ssl_alpha;
+    hp->ssl_temp = c->ssl_temp;
+    hp->temp = c->temp;
+    hp->dualgnn_inplace_bug = c->dualgnn_inplace_bug;
+}
+
+static int open_store(struct run *r);
+
+static int load_from_store(struct run *r)
+{
+    int rc = open_store(r);
+
+    if (rc)
+        return rc;
+    return sgbd_store_load_dataset(r->store, &r->ds,
+                                   r->ops->needs_features ? &r->feat : NULL,
+                                   &r->last_seq);
+}
+
+static int load_data(struct run *r)
+{
+    const struct sgbd_train_job *job = r->job;
+    const char *feat_dir = job->features_dir ? job->features_dir
+                                             : job->data_dir;
+    int rc;
+
+    if (job->db_path)
+        rc = load_from_store(r);
+    else
+        rc = sgbd_dataset_load_dir(&r->ds, job->data_dir, &job->io);
+    if (rc || !r->ops->needs_features)
+        return rc;
+    if (!job->db_path) {
+        rc = sgbd_features_load_dir(&r->feat, feat_dir, r->ds.n_items,
+                                    &job->io);
+        if (rc)
+            return rc;
+    }
+    if (r->feat.n == 0)
+        return sgbd_errf(SGBD_E_NOTFOUND, "%s: model %s needs item features "
+                         "(<name>_feat.npy files) and there are none",
+                         job->db_path ? job->db_path : feat_dir,
+                         r->ops->name);
+    return 0;
+}
+
+static int open_store(struct run *r)
+{
+    struct sgbd_store_opts o;
+
+    if (r->store)
+        return 0;
+    sgbd_store_opts_defaults(&o);
+    o.map_size = (size_t)r->job->cfg.map_size_mb << 20;
+    return sgbd_store_open(&r->store, r->job->db_path, &o);
+}
+
+/* Look up the model, check the settings, load the data. r must have been
+ * zeroed with r->job set (and may hold an open store). */
+static int setup(struct run *r, const char *model)
+{
+    const struct sgbd_train_job *job = r->job;
+    int rc;
+
+    r->ops = sgbd_model_find(model);
+    if (!r->ops)
+        return sgbd_errf(SGBD_E_USAGE, "unknown model '%s' (known: %s)",
+                         model, sgbd_model_names());
+    rc = sgbd_metrics_parse_ks(job->cfg.topk, r->ks, &r->n_k);
+    if (rc)
+        return sgbd_errf(SGBD_E_CONFIG, "[train] topk: %s",
+                         sgbd_err_detail(rc));
+    if (rc == 0)
+        rc = check_valid_metric(r);
+    if (rc == 0)
+        rc = sgbd_mat_set_threads(job->cfg.threads);
+    if (rc == 0)
+        rc = load_data(r);
+    if (rc)
+        return rc;
+    hparams_from_config(&r->hp, &job->cfg);
+    return 0;
+}
+
+/* The model of r->ops over the loaded data, with a fresh arena. */
+static int create_model(struct run *r)
+{
+    struct sgbd_model_input in;
+    struct sgbd_rng rng;
+    int rc;
+
+    in.ds = &r->ds;
+    in.feat = r->feat.n ? &r->feat : NULL;
+    in.hp = &r->hp;
+    rc = r->ops->create(&r->model, &in);
+    if (rc)
+        return rc;
+    r->theta = sgbd_params_alloc_arena(&r->model->layout);
+    if (!r->theta)
+        return -ENOMEM;
+    sgbd_rng_init(&rng, (uint64_t)r->job->cfg.seed, SGBD_RNG_INIT);
+    sgbd_params_init(&r->model->layout, r->theta, &rng);
+    rc = sgbd_mat_alloc(&r->users, r->ds.n_users, r->model->dim);
+    if (rc == 0)
+        rc = sgbd_mat_alloc(&r->items, r->ds.n_items, r->model->dim);
+    return rc;
+}
+
+static void teardown(struct run *r)
+{
+    sgbd_mat_release(&r->items);
+    sgbd_mat_release(&r->users);
+    sgbd_params_free_arena(r->theta);
+    if (r->model)
+        r->ops->free(r->model);
+    sgbd_features_free(&r->feat);
+    sgbd_dataset_free(&r->ds);
+    sgbd_store_close(r->store);
+}
+
+/* Copy m into the valid or test slot of out, named "recall@20", ... */
+static void fill_eval(const struct run *r, const struct sgbd_metrics *m,
+                      struct sgbd_epoch_eval *out, int test)
+{
+    static const char *names[] = {"recall", "ndcg", "precision", "map"};
+    const double *vals[] = {m->recall, m->ndcg, m->precision, m->map};
+
+    out->n = 0;
+    for (int name = 0; name < 4; name++) {
+        for (int i = 0; i < r->n_k; i++) {
+            struct sgbd_eval_value *v = &out->v[out->n++];
+            snprintf(v->name, sizeof(v->name), "%s@%d", names[name],
+                     r->ks[i]);
+            if (test)
+                v->test = vals[name][i];
+            else
+                v->valid = vals[name][i];
+        }
+    }
+}
+
+/* Full ranking of users x items against valid and test (NULL to skip
+ * valid), timed for the report. */
+static int eval_splits(struct run *r, struct sgbd_epoch_eval *out,
+                       int with_valid)
+{
+    struct sgbd_metrics valid, test;
+    double t0 = now_seconds();
+    int rc;
+
+    rc = sgbd_metrics_eval2(with_valid ? &valid : NULL, &test, r->users,
+                            r->items, &r->ds.train,
+                            with_valid ? &r->ds.valid : NULL, &r->ds.test,
+                            r->ks, r->n_k);
+    if (rc)
+        return rc;
+    r->eval_seconds += now_seconds() - t0;
+    r->eval_splits += with_valid ? 2 : 1;
+    if (with_valid)
+        fill_eval(r, &valid, out, 0);
+    fill_eval(r, &test, out, 1);
+    return 0;
+}
+
+static int find_value(const struct sgbd_epoch_eval *ev, const char *name)
+{
+    for (int i = 0; i < ev->n; i++)
+        if (strcmp(ev->v[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Trainer callback: embed at theta, then valid and test. MMRec evaluates
+ * both after every epoch and reports the test metrics of the best valid
+ * epoch (algorithms.md 3.2). */
+static int evaluate(void *ctx, const float *theta, struct sgbd_epoch_eval *out)
+{
+    struct run *r = ctx;
+    int rc, idx;
+
+    rc = r->ops->embed(r->model, theta, r->users, r->items);
+    if (rc == 0)
+        rc = eval_splits(r, out, 1);
+    if (rc)
+        return rc;
+    idx = find_value(out, r->job->cfg.valid_metric);
+    out->score = idx >= 0 ? out->v[idx].valid : NAN;
+    return 0;
+}
+
+static void record_point(struct run *r, const struct sgbd_epoch_info *e)
+{
+    struct sgbd_train_report *rep = r->rep;
+
+    if (rep->n_points == r->points_cap) {
+        int cap = r->points_cap ? 2 * r->points_cap : 64;
+        void *p = realloc(rep->points, (size_t)cap * sizeof(*rep->points));
+        if (!p)
+            return; /* the history is a report, not a result */
+        rep->points = p;
+        r->points_cap = cap;
+    }
+    rep->points[rep->n_points].loss = e->loss;
+    rep->points[rep->n_points].valid = e->valid;
+    rep->points[rep->n_points].seconds = e->train_seconds;
+    rep->n_points++;
+}
+
+static void on_epoch(void *ctx, const struct sgbd_epoch_info *e)
+{
+    struct run *r = ctx;
+
+    record_point(r, e);
+    if (r->job->progress)
+        r->job->progress(r->job->progress_ctx, e);
+}
+
+static int step_opts_from_config(struct sgbd_step_opts *s,
+                                 const struct sgbd_config *c)
+{
+    int rc;
+
+    sgbd_step_opts_defaults(s);
+    rc = sgbd_optimizer_parse(c->optimizer, &s->kind);
+    if (rc)
+        return rc;
+    s->adam.lr = c->learning_rate;
+    s->adam.weight_decay = c->weight_decay;
+    s->alpha1 = c->alpha1;
+    s->alpha2 = c->alpha2;
+    s->beta = c->beta;
+    s->rho = c->rho;
+    s->sam_on_normal_steps = c->sam_on_normal_steps;
+    s->adaptive = c->adaptive;
+    return 0;
+}
+
+/* Test metrics of theta with noise added to a copy of the features: a
+ * second model instance over the noisy features, so whatever the model
+ * derives from its inputs (projections, kNN graphs) sees the noise. */
+static int eval_noisy(struct run *r, struct sgbd_epoch_eval *out)
+{
+    struct sgbd_features noisy = {0};
+    struct sgbd_model_input in = {&r->ds, &noisy, &r->hp};
+    struct sgbd_model *m = NULL;
+    int rc = 0;
+
+    noisy.n = r->feat.n;
+    for (int c = 0; c < r->feat.n && rc == 0; c++) {
+        const struct sgbd_mat *src = &r->feat.ch[c].m;
+        noisy.ch[c] = r->feat.ch[c];
+        rc = sgbd_mat_alloc(&noisy.ch[c].m, src->rows, src->cols);
+        for (size_t i = 0; rc == 0 && i < src->rows; i++)
+            memcpy(sgbd_mat_row(noisy.ch[c].m, i), sgbd_mat_row(*src, i),
+                   src->cols * sizeof(float));
+        if (rc)
+            noisy.n = c; /* free only what was made */
+    }
+    if (rc == 0)
+        rc = sgbd_features_add_noise(&noisy, r->job->feature_noise,
+                                     (uint64_t)r->job->cfg.seed);
+    if (rc == 0)
+        rc = r->ops->create(&m, &in);
+    if (rc == 0)
+        rc = r->ops->embed(m, r->theta, r->users, r->items);
+    if (rc == 0)
+        rc = eval_splits(r, out, 0);
+    if (m)
+        r->ops->free(m);
+    for (int c = 0; c < noisy.n; c++)
+        sgbd_mat_release(&noisy.ch[c].m);
+    return rc;
+}
+
+/* ---- Saved models -------------------------------------------------- */
+
+static void kv_add(struct sgbd_ckpt_kv *kv, int *n, const char *key,
+                   double value)
+{
+    if (*n == SGBD_CKPT_KV_MAX)
+        return;
+    snprintf(kv[*n].key, sizeof(kv[*n].key), "%s", key);
+    kv[*n].value = value;
+    (*n)++;
+}
+
+/* The hyper-parameters a model needs to be rebuilt, and its metrics. */
+static void fill_info(const struct run *r, const struct sgbd_train_result *res,
+                      struct sgbd_checkpoint_info *info)
+{
+    const struct sgbd_hparams *hp = &r->hp;
+    const struct sgbd_epoch_eval *ev = &res->best;
+    char key[SGBD_CKPT_KEY];
+
+    memset(info, 0, sizeof(*info));
+    snprintf(info->model, sizeof(info->model), "%s", r->ops->name);
+    snprintf(info->optimizer, sizeof(info->optimizer), "%s",
+             r->job->cfg.optimizer);
+    info->epoch = res->best_epoch >= 0 ? (uint32_t)res->best_epoch : 0;
+    info->n_users = r->ds.n_users;
+    info->n_items = r->ds.n_items;
+    info->data_seq = r->last_seq;
+    kv_add(info->hparams, &info->n_hparams, "embedding_size",
+           hp->embedding_size);
+    kv_add(info->hparams, &info->n_hparams, "n_layers", hp->n_layers);
+    kv_add(info->hparams, &info->n_hparams, "reg_weight", hp->reg_weight);
+    kv_add(info->hparams, &info->n_hparams, "knn_k", hp->knn_k);
+    kv_add(info->hparams, &info->n_hparams, "mm_image_weight",
+           hp->mm_image_weight);
+    kv_add(info->hparams, &info->n_hparams, "user_knn_k", hp->user_knn_k);
+    kv_add(info->hparams, &info->n_hparams, "dropout", hp->dropout);
+    kv_add(info->hparams, &info->n_hparams, "ssl_alpha", hp->ssl_alpha);
+    kv_add(info->hparams, &info->n_hparams, "ssl_temp", hp->ssl_temp);
+    kv_add(info->hparams, &info->n_hparams, "temp", hp->temp);
+    kv_add(info->hparams, &info->n_hparams, "dualgnn_inplace_bug",
+           hp->dualgnn_inplace_bug);
+    for (int i = 0; i < ev->n; i++) {
+        snprintf(key, sizeof(key), "valid_%s", ev->v[i].name);
+        kv_add(info->metrics, &info->n_metrics, key, ev->v[i].valid);
+        snprintf(key, sizeof(key), "test_%s", ev->v[i].name);
+        kv_add(info->metrics, &info->n_metrics, key, ev->v[i].test);
+    }
+}
+
+static void hparams_from_info(struct sgbd_hparams *hp,
+                              const struct sgbd_checkpoint_info *info)
+{
+    for (int i = 0; i < info->n_hparams; i++) {
+        const char *k = info->hparams[i].key;
+        double v = info->hparams[i].value;
+        if (strcmp(k, "embedding_size") == 0) hp->embedding_size = (int)v;
+        else if (strcmp(k, "n_layers") == 0) hp->n_layers = (int)v;
+        else if (strcmp(k, "reg_weight") == 0) hp->reg_weight = v;
+        else if (strcmp(k, "knn_k") == 0) hp->knn_k = (int)v;
+        else if (strcmp(k, "mm_image_weight") == 0) hp->mm_image_weight = v;
+        else if (strcmp(k, "user_knn_k") == 0) hp->user_knn_k = (int)v;
+        else if (strcmp(k, "dropout") == 0) hp->dropout = v;
+        else if (strcmp(k, "ssl_alpha") == 0) hp->ssl_alpha = v;
+        else if (strcmp(k, "ssl_temp") == 0) hp->ssl_temp = v;
+        else if (strcmp(k, "temp") == 0) hp->temp = v;
+        else if (strcmp(k, "dualgnn_inplace_bug") == 0)
+            hp->dualgnn_inplace_bug = (int)v;
+    }
+}
+
+/* Write the model as one contiguous checkpoint file (checkpoint.h). */
+static int save_file(const struct run *r, const char *path,
+                     const struct sgbd_checkpoint_info *info)
+{
+    size_t cap = sgbd_checkpoint_encoded_size(info, &r->model->layout), len;
+    struct iovec iov;
+    void *buf;
+    int rc;
+
+    if (cap == 0)
+        return sgbd_errf(SGBD_E_FORMAT, "%s: model is not encodable", path);
+    buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    rc = sgbd_checkpoint_encode(info, &r->model->layout, r->theta, buf, cap,
+                                &len);
+    if (rc == 0) {
+        iov.iov_base = buf;
+        iov.iov_len = len;
+        rc = sgbd_bulkio_write_file(path, &iov, 1);
+    }
+    free(buf);
+    return rc;
+}
+
+static int save_model(struct run *r, const struct sgbd_train_result *res)
+{
+    struct sgbd_checkpoint_info info;
+    uint64_t version;
+    int rc = 0;
+
+    fill_info(r, res, &info);
+    if (r->job->out_path)
+        rc = save_file(r, r->job->out_path, &info);
+    if (rc == 0 && r->store) {
+        rc = sgbd_checkpoint_save(r->store, &info, &r->model->layout,
+                                  r->theta, &version);
+        if (rc == 0)
+            rc = sgbd_checkpoint_prune(r->store, r->job->cfg.keep_checkpoints,
+                                       NULL);
+    }
+    return rc;
+}
+
+/* The layout a model made must be the one the file describes. */
+static int check_layout(const struct sgbd_params *want,
+                        const struct sgbd_params *got, const char *what)
+{
+    if (want->n_tensors != got->n_tensors || want->n != got->n)
+        return sgbd_errf(SGBD_E_SHAPE, "%s: %d tensors of %zu floats, the "
+                         "model on this data has %d of %zu", what,
+                         got->n_tensors, got->n, want->n_tensors, want->n);
+    for (int i = 0; i < want->n_tensors; i++) {
+        const struct sgbd_tensor *a = &want->t[i], *b = &got->t[i];
+        if (strcmp(a->name, b->name) != 0 || a->rows != b->rows ||
+            a->cols != b->cols || a->offset != b->offset)
+            return sgbd_errf(SGBD_E_SHAPE, "%s: tensor %s is (%zu, %zu), the "
+                             "model on this data has %s (%zu, %zu)", what,
+                             b->name, b->rows, b->cols, a->name, a->rows,
+                             a->cols);
+    }
+    return 0;
+}
+
+/* Read a saved model (file or store version) into info/layout/arena. */
+static int read_saved(struct run *r, struct sgbd_checkpoint_info *info,
+                      struct sgbd_params *layout, float **arena)
+{
+    const char *path = r->job->in_path;
+    void *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (!path)
+        return sgbd_checkpoint_load(r->store, r->job->version, info, layout,
+                                    arena, NULL);
+    rc = sgbd_bulkio_read_file(path, &buf, &len, &r->job->io);
+    if (rc == 0)
+        rc = sgbd_checkpoint_decode(buf, len, info, layout, arena);
+    free(buf);
+    if (rc && rc != -ENOENT && rc != -EACCES)
+        return sgbd_errf(rc, "%s: %s", path, sgbd_err_detail(rc));
+    return rc;
+}
+
+int sgbd_train_job_run(struct sgbd_train_job *job,
+                       struct sgbd_train_report *rep)
+{
+    struct sgbd_train_opts o;
+    struct sgbd_trainer *t = NULL;
+    struct run r;
+    int rc;
+
+    memset(rep, 0, sizeof(*rep));
+    memset(&r, 0, sizeof(r));
+    r.job = job;
+    rc = setup(&r, job->cfg.model);
+    if (rc == 0)
+        rc = create_model(&r);
+    if (rc)
+        goto out;
+    r.rep = rep;
+
+    sgbd_train_opts_defaults(&o);
+    o.max_epochs = job->cfg.epochs;
+    o.stopping_step = job->cfg.stopping_step;
+    o.batch_size = (size_t)job->cfg.batch_size;
+    o.seed = (uint64_t)job->cfg.seed;
+    o.restore_best = 1;
+    o.evaluate = evaluate;
+    o.eval_ctx = &r;
+    o.progress = on_epoch;
+    o.progress_ctx = &r;
+    rc = step_opts_from_config(&o.step, &job->cfg);
+    if (rc == 0)
+        rc = sgbd_trainer_new(&t, r.model, &r.ds, &o);
+    if (rc == 0)
+        rc = sgbd_trainer_run(t, r.theta, &rep->result);
+    if (rc)
+        goto out;
+
+    for (int i = 0; i < rep->n_points; i++)
+        rep->train_seconds_per_epoch += rep->points[i].seconds;
+    if (rep->n_points)
+        rep->train_seconds_per_epoch /= rep->n_points;
+    if (r.eval_splits)
+        rep->eval_seconds_per_split = r.eval_seconds / r.eval_splits;
+    if (job->feature_noise > 0 && r.feat.n > 0) {
+        rc = eval_noisy(&r, &rep->noisy);
+        rep->has_noisy = rc == 0;
+    }
+    if (rc == 0 && (job->out_path || r.store))
+        rc = save_model(&r, &rep->result);
+out:
+    sgbd_trainer_free(t);
+    teardown(&r);
+    return rc;
+}
+
+int sgbd_train_job_eval(struct sgbd_train_job *job,
+                        struct sgbd_train_report *rep)
+{
+    struct sgbd_checkpoint_info info;
+    struct sgbd_params layout;
+    struct run r;
+    float *saved = NULL;
+    int rc = 0;
+
+    memset(rep, 0, sizeof(*rep));
+    memset(&r, 0, sizeof(r));
+    r.job = job;
+    /* The saved model, not the command line, says which model this is
+     * and with which hyper-parameters. */
+    if (job->db_path)
+        rc = open_store(&r);
+    if (rc == 0)
+        rc = read_saved(&r, &info, &layout, &saved);
+    if (rc == 0)
+        rc = setup(&r, info.model);
+    if (rc)
+        goto out;
+    hparams_from_info(&r.hp, &info);
+    rc = create_model(&r);
+    if (rc == 0)
+        rc = check_layout(&r.model->layout, &layout,
+                          job->in_path ? job->in_path : "checkpoint");
+    if (rc)
+        goto out;
+    memcpy(r.theta, saved, layout.n * sizeof(float));
+
+    rc = r.ops->embed(r.model, r.theta, r.users, r.items);
+    if (rc == 0)
+        rc = eval_splits(&r, &rep->result.best, 1);
+    rep->result.best_epoch = (int)info.epoch;
+    if (r.eval_splits)
+        rep->eval_seconds_per_split = r.eval_seconds / r.eval_splits;
+    if (rc == 0 && job->feature_noise > 0 && r.feat.n > 0) {
+        rc = eval_noisy(&r, &rep->noisy);
+        rep->has_noisy = rc == 0;
+    }
+out:
+    sgbd_params_free_arena(saved);
+    teardown(&r);
+    return rc;
+}
+
+void sgbd_train_report_free(struct sgbd_train_report *rep)
+{
+    free(rep->points);
+    rep->points = NULL;
+    rep->n_points = 0;
+}
