@@ -14,6 +14,8 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"train", sgbd_cli_train, "train a model on a dataset"},
+    {"eval", sgbd_cli_eval, "evaluate a saved model"},
     {"config", sgbd_cli_config, "print the reference configuration"},
     {"synth", sgbd_cli_synth, "write a synthetic multimodal catalogue"},
     {"import", sgbd_cli_import, "import an MMRec dataset into the store"},

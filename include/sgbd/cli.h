@@ -11,6 +11,8 @@
 
 #define SGBD_CLI_HELP 1
 
+int sgbd_cli_train(int argc, char **argv);
+int sgbd_cli_eval(int argc, char **argv);
 int sgbd_cli_config(int argc, char **argv);
 int sgbd_cli_synth(int argc, char **argv);
 int sgbd_cli_import(int argc, char **argv);
