@@ -438,9 +438,11 @@ static void test_bpr_emb_loss_value_and_gradient(void)
             for (size_t c = 0; c < e[j].cols; c++) {
                 float *p = sgbd_mat_row(e[j], r) + c, keep = *p;
                 *p = keep + 1e-2f;
-                double hp = (double)*p - keep, lp = sgbd_emb_loss(3, e, NULL, w);
+                double hp = (double)*p - keep;
+                double lp = sgbd_emb_loss(3, e, NULL, w);
                 *p = keep - 1e-2f;
-                double hm = keep - (double)*p, lm = sgbd_emb_loss(3, e, NULL, w);
+                double hm = keep - (double)*p;
+                double lm = sgbd_emb_loss(3, e, NULL, w);
                 *p = keep;
                 double fd = (lp - lm) / (hp + hm);
                 CHECK_NEAR(sgbd_mat_row(de[j], r)[c], fd,
