@@ -1012,6 +1012,8 @@ int sgbd_checkpoint_check(struct sgbd_store *s, sgbd_store_report_fn fn,
         rc = sgbd_store_ckpt_pointers(s, &cur, &prev);
     for (size_t i = 0; i < n && rc == 0; i++) {
         rc = sgbd_checkpoint_verify(s, v[i], NULL);
+        if (rc == SGBD_E_NOTFOUND)
+            rc = 0;   /* deleted since the listing: not damage */
         if (is_damage(rc)) {
             report(fn, ctx, problems, sgbd_err_detail(rc));
             rc = 0;

@@ -599,53 +599,114 @@ static void put64(unsigned char *p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
-static void test_checkpoint_decode_rejects_hostile_bytes(void)
-{
-    struct sgbd_params l, got_l;
-    struct sgbd_checkpoint_info in, got;
-    unsigned char *buf, *bad;
-    size_t len, hlen, t0;
-    float *a, *back = NULL;
-    struct sgbd_rng rng;
+/* A small encoded checkpoint: header of hlen bytes, then the arena. */
+struct sample {
+    struct sgbd_params l;
+    float *a;
+    unsigned char *buf;
+    size_t len, hlen;
+};
 
-    memset(&l, 0, sizeof(l));
-    sgbd_params_add(&l, "w", 10, 3, SGBD_INIT_LINEAR, 0, 0);
-    sgbd_params_add(&l, "b", 1, 3, SGBD_INIT_ZERO, 0, 0);
-    a = make_arena(&l, 9);
+static int make_sample(struct sample *x)
+{
+    struct sgbd_checkpoint_info in;
+    uint32_t h32;
+
+    memset(x, 0, sizeof(*x));
+    sgbd_params_add(&x->l, "w", 10, 3, SGBD_INIT_LINEAR, 0, 0);
+    sgbd_params_add(&x->l, "b", 1, 3, SGBD_INIT_ZERO, 0, 0);
+    x->a = make_arena(&x->l, 9);
     make_info(&in, 5);
     in.version = 77;
-    len = sgbd_checkpoint_encoded_size(&in, &l);
-    CHECK(len > l.n * 4);
-    buf = malloc(len);
-    bad = malloc(len);
-    CHECK_INT(sgbd_checkpoint_encode(&in, &l, a, buf, len - 1, &len),
-              SGBD_E_LIMIT);
-    CHECK_INT(sgbd_checkpoint_encode(&in, &l, a, buf, len, &len), 0);
-    CHECK_INT(sgbd_checkpoint_decode(buf, len, &got, &got_l, &back), 0);
+    x->len = sgbd_checkpoint_encoded_size(&in, &x->l);
+    x->buf = malloc(x->len);
+    if (!x->a || !x->buf ||
+        sgbd_checkpoint_encode(&in, &x->l, x->a, x->buf, x->len - 1,
+                               &x->len) != SGBD_E_LIMIT ||
+        sgbd_checkpoint_encode(&in, &x->l, x->a, x->buf, x->len,
+                               &x->len) != 0)
+        return -1;
+    memcpy(&h32, x->buf + 12, 4);
+    x->hlen = h32;
+    return 0;
+}
+
+static void free_sample(struct sample *x)
+{
+    sgbd_params_free_arena(x->a);
+    free(x->buf);
+}
+
+static void test_checkpoint_encode_decode_round_trip(void)
+{
+    struct sgbd_checkpoint_info got;
+    struct sgbd_params got_l;
+    struct sample x;
+    float *back = NULL;
+
+    CHECK_INT(make_sample(&x), 0);
+    CHECK_INT(x.hlen + x.l.n * 4, x.len);
+    CHECK_INT(sgbd_checkpoint_decode(x.buf, x.len, &got, &got_l, &back), 0);
     CHECK_INT(got.version, 77);
-    CHECK(memcmp(back, a, l.n * 4) == 0);
-    CHECK(memcmp(&got_l, &l, sizeof(l)) == 0);
+    CHECK_INT(got.step, 5);
+    CHECK(memcmp(back, x.a, x.l.n * 4) == 0);
+    CHECK(memcmp(&got_l, &x.l, sizeof(x.l)) == 0);
     sgbd_params_free_arena(back);
-    memcpy(&hlen, buf + 12, 4);
-    CHECK_INT(hlen + l.n * 4, len);
+    CHECK_INT(sgbd_checkpoint_decode(x.buf, x.len, NULL, NULL, NULL), 0);
+    free_sample(&x);
+}
 
-    /* Every truncation, and every single flipped byte, is refused. */
-    for (size_t n = 0; n < len; n++)
-        CHECK(sgbd_checkpoint_decode(buf, n, NULL, NULL, NULL) < 0);
-    for (size_t i = 0; i < len; i++) {
-        memcpy(bad, buf, len);
+static void test_checkpoint_decode_refuses_truncation_and_flips(void)
+{
+    struct sample x;
+    unsigned char *bad;
+
+    CHECK_INT(make_sample(&x), 0);
+    bad = malloc(x.len);
+    CHECK(bad);
+    for (size_t n = 0; n < x.len; n++)
+        CHECK(sgbd_checkpoint_decode(x.buf, n, NULL, NULL, NULL) < 0);
+    for (size_t i = 0; i < x.len; i++) {
+        memcpy(bad, x.buf, x.len);
         bad[i] ^= 0x04;
-        CHECK(sgbd_checkpoint_decode(bad, len, NULL, NULL, NULL) < 0);
+        CHECK(sgbd_checkpoint_decode(bad, x.len, NULL, NULL, NULL) < 0);
     }
+    free(bad);
+    free_sample(&x);
+}
 
-    /* Lies with a valid header checksum. */
-    t0 = 160 + 40 * 3;   /* first tensor record */
-    struct {
-        size_t at;
-        int width;
-        uint64_t value;
-        int rc;
-    } lies[] = {
+/* One field rewritten (width 1, 4 or 8 bytes) under a valid checksum. */
+struct lie {
+    size_t at;
+    int width;
+    uint64_t value;
+    int rc;
+};
+
+static int tell(const struct sample *x, unsigned char *bad,
+                const struct lie *lie)
+{
+    float *back = NULL;
+    int rc;
+
+    memcpy(bad, x->buf, x->len);
+    if (lie->width == 8)
+        put64(bad + lie->at, lie->value);
+    else if (lie->width == 4)
+        put32(bad + lie->at, (uint32_t)lie->value);
+    else
+        bad[lie->at] = (unsigned char)lie->value;
+    reseal(bad, x->hlen);
+    rc = sgbd_checkpoint_decode(bad, x->len, NULL, NULL, &back);
+    if (rc == 0)
+        sgbd_params_free_arena(back);
+    return rc;
+}
+
+static void test_checkpoint_decode_refuses_lies_with_a_valid_checksum(void)
+{
+    const size_t t0 = 160 + 40 * 3;   /* first tensor record */
+    const struct lie lies[] = {
         {8, 4, 2, SGBD_E_VERSION},             /* newer format */
         {8, 4, 0, SGBD_E_CORRUPT},             /* format 0 */
         {152, 4, 65, SGBD_E_CORRUPT},          /* 65 tensors */
@@ -659,44 +720,52 @@ static void test_checkpoint_decode_rejects_hostile_bytes(void)
         {t0 + 80 + 32, 8, 0, SGBD_E_CORRUPT},  /* overlap */
         {t0 + 56, 4, 9, SGBD_E_CORRUPT},       /* initialiser */
         {t0 + 0, 1, 0, SGBD_E_CORRUPT},        /* empty name */
-        {t0 + 31, 1, 'x', SGBD_E_CORRUPT},     /* unterminated name */
+        {t0 + 31, 1, 'x', SGBD_E_CORRUPT},     /* bytes after the name */
         {24, 1, ' ', SGBD_E_CORRUPT},          /* model with a space */
-        {160 + 31, 1, 'x', SGBD_E_CORRUPT},    /* unterminated key */
+        {160 + 31, 1, 'x', SGBD_E_CORRUPT},    /* bytes after a key */
     };
-    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
-        int rc;
+    struct sample x;
+    unsigned char *bad;
 
-        memcpy(bad, buf, len);
-        if (lies[i].width == 8)
-            put64(bad + lies[i].at, lies[i].value);
-        else if (lies[i].width == 4)
-            put32(bad + lies[i].at, (uint32_t)lies[i].value);
-        else
-            bad[lies[i].at] = (unsigned char)lies[i].value;
-        if (lies[i].at != 12)
-            reseal(bad, hlen);
-        rc = sgbd_checkpoint_decode(bad, len, NULL, NULL, &back);
+    CHECK_INT(make_sample(&x), 0);
+    bad = malloc(x.len);
+    CHECK(bad);
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        int rc = tell(&x, bad, &lies[i]);
+
         if (rc != lies[i].rc)
             fprintf(stderr, "  lie %zu: rc %d (%s)\n", i, rc,
                     sgbd_err_detail(rc));
         CHECK_INT(rc, lies[i].rc);
     }
+    free(bad);
+    free_sample(&x);
+}
 
-    /* Random garbage with a plausible frame never crashes. */
+static void test_checkpoint_decode_survives_random_bytes(void)
+{
+    struct sgbd_rng rng;
+    struct sample x;
+    unsigned char *bad;
+    float *back;
+
+    CHECK_INT(make_sample(&x), 0);
+    bad = malloc(x.len);
+    CHECK(bad);
     sgbd_rng_init(&rng, 3, 3);
     for (int it = 0; it < 3000; it++) {
-        memcpy(bad, buf, len);
+        memcpy(bad, x.buf, x.len);
         for (int k = 0; k < 4; k++)
-            bad[sgbd_rng_u64(&rng) % hlen] = (unsigned char)sgbd_rng_u64(&rng);
+            bad[sgbd_rng_u64(&rng) % x.hlen] =
+                (unsigned char)sgbd_rng_u64(&rng);
         if (it % 2)
-            reseal(bad, hlen);
+            reseal(bad, x.hlen);
         back = NULL;
-        if (sgbd_checkpoint_decode(bad, len, NULL, NULL, &back) == 0)
+        if (sgbd_checkpoint_decode(bad, x.len, NULL, NULL, &back) == 0)
             sgbd_params_free_arena(back);
     }
-    free(buf);
     free(bad);
-    sgbd_params_free_arena(a);
+    free_sample(&x);
 }
 
 static void test_checkpoint_cli_lists_deletes_and_rolls_back(void)
@@ -748,7 +817,10 @@ int main(void)
     RUN(test_checkpoint_save_refuses_bad_input);
     RUN(test_checkpoint_full_map_keeps_current);
     RUN(test_checkpoint_orphans_of_a_crashed_save_are_removed);
-    RUN(test_checkpoint_decode_rejects_hostile_bytes);
+    RUN(test_checkpoint_encode_decode_round_trip);
+    RUN(test_checkpoint_decode_refuses_truncation_and_flips);
+    RUN(test_checkpoint_decode_refuses_lies_with_a_valid_checksum);
+    RUN(test_checkpoint_decode_survives_random_bytes);
     RUN(test_checkpoint_cli_lists_deletes_and_rolls_back);
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return harness_finish();

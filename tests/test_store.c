@@ -1,9 +1,10 @@
 /* test_store.c - the LMDB store: layout, validation, batches, map growth,
  * snapshots, dataset build, backup, check, import. */
-/* ctest: labels=unit,integration timeout=180 */
+/* ctest: labels=unit,integration,concurrency timeout=180 */
 #include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -613,6 +614,71 @@ static void test_store_write_needing_growth_under_own_snapshot_is_busy(void)
     sgbd_store_close(s);
 }
 
+struct worker {
+    struct sgbd_store *s;
+    int id, rc;
+};
+
+/* 100 batches of 10 events of user "t<id>", all distinct. */
+static void *append_worker(void *arg)
+{
+    struct worker *w = arg;
+    char user[16];
+
+    snprintf(user, sizeof(user), "t%d", w->id);
+    for (int b = 0; b < 100 && w->rc == 0; b++) {
+        struct sgbd_store_event ev[10];
+
+        for (int k = 0; k < 10; k++)
+            ev[k] = event(user, "a", b * 10 + k, 0);
+        w->rc = sgbd_store_interactions_append(w->s, ev, 10, NULL, NULL);
+    }
+    return NULL;
+}
+
+/* Wide items until the map has grown several times, reading meanwhile. */
+static void *grow_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct sgbd_store_counts c;
+
+    for (int k = 0; k < 1024 && w->rc == 0; k += 64) {
+        w->rc = upsert_wide(w->s, k, 64);
+        if (w->rc == 0)
+            w->rc = sgbd_store_counts(w->s, &c);
+    }
+    return NULL;
+}
+
+static void test_store_threads_write_while_the_map_grows(void)
+{
+    char path[256];
+    struct sgbd_store_counts c;
+    struct worker w[5];
+    pthread_t t[5];
+    struct sgbd_store *s = open_at(fresh(path, sizeof(path)), 1 << 20,
+                                   256 << 20);
+
+    CHECK(s);
+    CHECK_INT(seed_catalogue(s), 0);
+    CHECK_INT(sgbd_store_channel_define(s, "wide", 1024), 0);
+    for (int i = 0; i < 5; i++) {
+        w[i] = (struct worker){s, i, 0};
+        CHECK(pthread_create(&t[i], NULL, i ? append_worker : grow_worker,
+                             &w[i]) == 0);
+    }
+    for (int i = 0; i < 5; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 5; i++)
+        CHECK_INT(w[i].rc, 0);
+    CHECK(sgbd_store_map_size(s) >= (4u << 20));
+    CHECK_INT(sgbd_store_counts(s, &c), 0);
+    CHECK_INT(c.interactions, 4000);
+    CHECK_INT(c.users, 4);
+    CHECK_INT(c.items, 3 + 1024);
+    sgbd_store_close(s);
+}
+
 static void test_store_read_channel_zero_fills_missing_rows(void)
 {
     char path[256];
@@ -952,6 +1018,7 @@ int main(void)
     RUN(test_store_map_grows_on_demand);
     RUN(test_store_snapshot_does_not_see_later_writes);
     RUN(test_store_write_needing_growth_under_own_snapshot_is_busy);
+    RUN(test_store_threads_write_while_the_map_grows);
     RUN(test_store_read_channel_zero_fills_missing_rows);
     RUN(test_store_dataset_follows_stored_labels);
     RUN(test_store_check_finds_broken_id_maps);
