@@ -14,8 +14,9 @@
  *
  * Coordinates where the loss is not smooth at the scale h (a leaky ReLU
  * kink crossed by the perturbation) are recognised by comparing the
- * differences at h and h/4: when those two disagree the coordinate is
- * counted as skipped rather than compared. A bug makes the analytic value
+ * slopes and the curvatures (second differences) at h and h/4: when
+ * either pair disagrees the coordinate is counted as skipped rather than
+ * compared. A bug makes the analytic value
  * disagree with two numeric estimates that agree with each other, so it
  * is still found. The analytic value is compared with both D(h) and the
  * Richardson extrapolation (16 D(h/4) - D(h)) / 15, which cancels the
@@ -37,10 +38,12 @@
 typedef double (*gradcheck_fn)(void *ctx, const float *theta, float *grad);
 
 struct gradcheck_opts {
-    size_t n_probe;   /* coordinates to test (all when >= n) */
-    double h;         /* perturbation (1e-2 .. 1e-3 for float losses) */
-    double floor_rel; /* denominator floor relative to max|grad| */
-    uint64_t seed;    /* which coordinates */
+    size_t n_probe;         /* coordinates to test (all when >= n) */
+    const size_t *coords;   /* NULL, or exactly these n_probe coordinates */
+    unsigned char *checked; /* NULL, or (n_probe): 1 where compared */
+    double h;               /* perturbation (1e-2 .. 1e-3 for float losses) */
+    double floor_rel;       /* denominator floor relative to max|grad| */
+    uint64_t seed;          /* which coordinates */
 };
 
 struct gradcheck_result {
@@ -59,25 +62,50 @@ static inline uint64_t gradcheck_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Central difference at step h of coordinate i; theta is restored. */
-static inline double gradcheck_diff(gradcheck_fn f, void *ctx, float *theta,
-                                    size_t i, double h)
+/* One probe of coordinate i at step h: the central difference and the
+ * second difference (L+ - 2 L0 + L-) / h^2; theta is restored. */
+struct gradcheck_probe {
+    double d1, d2;
+};
+
+static inline struct gradcheck_probe gradcheck_at(gradcheck_fn f, void *ctx,
+                                                  float *theta, size_t i,
+                                                  double h, double l0)
 {
     float orig = theta[i];
     float up = (float)((double)orig + h), down = (float)((double)orig - h);
+    double hu = (double)up - orig, hd = (double)orig - down;
+    struct gradcheck_probe p;
 
     theta[i] = up;
     double lp = f(ctx, theta, NULL);
     theta[i] = down;
     double lm = f(ctx, theta, NULL);
     theta[i] = orig;
-    return (lp - lm) / ((double)up - (double)down);
+    p.d1 = (lp - lm) / (hu + hd);
+    p.d2 = 2.0 * ((lp - l0) / hu - (l0 - lm) / hd) / (hu + hd);
+    return p;
 }
 
-static inline int gradcheck_smooth(double a, double b, double floor)
+/* Central difference at step h of coordinate i; theta is restored. */
+static inline double gradcheck_diff(gradcheck_fn f, void *ctx, float *theta,
+                                    size_t i, double h)
 {
-    double m = fmax(fmax(fabs(a), fabs(b)), floor);
-    return fabs(a - b) <= 0.05 * m;
+    return gradcheck_at(f, ctx, theta, i, h, 0.0).d1;
+}
+
+/*
+ * Smooth at scale h: the slopes at h and h/4 agree, and so do the
+ * curvatures (a kink within h makes the second difference grow like
+ * jump / h, so h (c(h) - c(h/4)) / 2 measures the jump in the slope).
+ */
+static inline int gradcheck_smooth(struct gradcheck_probe a,
+                                   struct gradcheck_probe b, double h,
+                                   double floor)
+{
+    double m = fmax(fmax(fabs(a.d1), fabs(b.d1)), floor);
+    return fabs(a.d1 - b.d1) <= 0.05 * m &&
+           fabs(a.d2 - b.d2) * h / 2 <= 0.02 * m;
 }
 
 /*
@@ -99,16 +127,25 @@ static inline int gradcheck_run(gradcheck_fn f, void *ctx, float *theta,
     for (size_t i = 0; i < n; i++)
         res->max_abs_grad = fmax(res->max_abs_grad, fabs((double)g[i]));
     double floor = fmax(o->floor_rel * res->max_abs_grad, 1e-12);
-    size_t probes = o->n_probe < n ? o->n_probe : n;
+    double l0 = f(ctx, theta, NULL);
+    size_t probes = o->coords || o->n_probe < n ? o->n_probe : n;
 
     for (size_t k = 0; k < probes; k++) {
-        size_t i = probes == n ? k : (size_t)(gradcheck_next(&s) % n);
-        double num = gradcheck_diff(f, ctx, theta, i, o->h);
-        double num4 = gradcheck_diff(f, ctx, theta, i, o->h / 4);
-        if (!gradcheck_smooth(num, num4, floor)) {
+        size_t i = o->coords     ? o->coords[k]
+                   : probes == n ? k
+                                 : (size_t)(gradcheck_next(&s) % n);
+        struct gradcheck_probe p = gradcheck_at(f, ctx, theta, i, o->h, l0);
+        struct gradcheck_probe p4 =
+            gradcheck_at(f, ctx, theta, i, o->h / 4, l0);
+        double num = p.d1, num4 = p4.d1;
+        if (o->checked)
+            o->checked[k] = 0;
+        if (!gradcheck_smooth(p, p4, o->h, floor)) {
             res->skipped++;
             continue;
         }
+        if (o->checked)
+            o->checked[k] = 1;
         double a = g[i];
         double rich = (16.0 * num4 - num) / 15.0;
         double rel = fabs(a - num) / fmax(fmax(fabs(a), fabs(num)), floor);

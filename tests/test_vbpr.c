@@ -149,7 +149,7 @@ static void check_gradient(int n_ch, double reg)
     fixture_batch(&fb, &ds, 6, 8);
     CHECK_INT(make(&m, &ds, &f, reg), 0);
     float *theta = fixture_theta(m, 9, 3.0f);
-    CHECK(fixture_gradcheck(m, theta, &fb.b, 400, &res) == 0);
+    CHECK(fixture_gradcheck(m, theta, &fb.b, 100, &res) == 0);
     gradcheck_print("vbpr", &res);
     CHECK_GRAD(res, 1e-3);
     sgbd_params_free_arena(theta);

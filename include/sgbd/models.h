@@ -19,8 +19,9 @@
  * Hyper-parameters: embedding_size, n_layers, reg_weight. No features.
  * embed_new_item: the model has no feature path, so it ignores feats and
  * returns the documented fallback, the mean of the final item vectors of
- * the items seen in training (an "average item": every user scores it at
- * his mean score over the catalogue). Returns 0.
+ * the items seen in training (an "average item": each user scores it at
+ * that user's mean score over those items). Returns 0, -ENOMEM, or
+ * SGBD_E_SHAPE from the propagation.
  */
 extern const struct sgbd_model_ops sgbd_lightgcn_ops;
 
@@ -40,5 +41,26 @@ extern const struct sgbd_model_ops sgbd_lightgcn_ops;
  * images the same way). feats is indexed in the dataset's channel order.
  */
 extern const struct sgbd_model_ops sgbd_vbpr_ops;
+
+/*
+ * DualGNN (6.2). Per feature channel c (dataset order, image before text
+ * as the loader sorts by name) the GCN block: "<name>.pref" (U, 64)
+ * xavier_normal, MLP "<name>.mlp.w" (256, D_c), "<name>.mlp.b",
+ * "<name>.mlp1.w" (64, 256), "<name>.mlp1.b" (nn.Linear init), R_c =
+ * X_c + A X_c + A^2 X_c with X_c = rownorm([P_c ; MLP_c(F_c)]) and A of
+ * 5.2 (duplicates kept). With two or more channels "weight_u" (U, C) and
+ * "weight_i" (I, C) hold w - 1/C (exact reparametrisation of MMRec's
+ * softmax-initialised weights). Items z_i = sum_c R_c[U+i]; users fused
+ * as described in dualgnn.c (hparams dualgnn_inplace_bug, default on,
+ * reproduces MMRec's w_0 (v + t) + w_1 t), then z'_u = z_u + sum of the
+ * 40 sampled co-occurring users' z with softmax(count) weights, resampled
+ * by pre_epoch (stream of the caller's rng). Loss: log2 BPR + reg_weight
+ * [sum_c mean(P_c[u_b]^2) + mean(weight_u^2) + mean(weight_i^2)].
+ * Latent width fixed at 64 as in MMRec (embedding_size is not used);
+ * D_out = 64. Any number of channels >= 1, any widths.
+ * embed_new_item: sum_c rownorm(MLP_c(f_c)), the item's R_c rows when it
+ * has no edges (a missing channel takes its mean feature vector).
+ */
+extern const struct sgbd_model_ops sgbd_dualgnn_ops;
 
 #endif

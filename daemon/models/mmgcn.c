@@ -1,0 +1,517 @@
+/*
+ * mmgcn.c - the GCN block and user graph shared by DualGNN and DRAGON
+ * (see mmgcn.h; reference/algorithms.md 5.2, 5.4, 6.2, 6.3).
+ */
+#include "mmgcn.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "sgbd/bpr.h"
+#include "sgbd/err.h"
+#include "sgbd/layers.h"
+#include "sgbd/mat.h"
+
+/* A of 5.2: every training row as (u, U+i) and (U+i, u), duplicates
+ * kept (they add up), weight count / sqrt(deg_r deg_c) with degrees that
+ * count the duplicates. */
+static int build_gcn_adjacency(struct sgbd_csr *out,
+                               const struct sgbd_dataset *ds)
+{
+    size_t n = ds->n_train, N = (size_t)ds->n_users + ds->n_items;
+    uint32_t *row = malloc(2 * n * sizeof(*row) + 1);
+    uint32_t *col = malloc(2 * n * sizeof(*col) + 1);
+    double *deg = calloc(N, sizeof(*deg));
+    int rc = -ENOMEM;
+
+    if (!row || !col || !deg)
+        goto out;
+    for (size_t k = 0; k < n; k++) {
+        row[k] = col[n + k] = ds->train_users[k];
+        col[k] = row[n + k] = ds->n_users + ds->train_items[k];
+    }
+    rc = sgbd_csr_from_coo(out, N, N, 2 * n, row, col, NULL, 1);
+    if (rc < 0)
+        goto out;
+    for (size_t r = 0; r < N; r++)
+        for (uint64_t e = out->ptr[r]; e < out->ptr[r + 1]; e++)
+            deg[r] += out->val[e];
+    for (size_t r = 0; r < N; r++)
+        for (uint64_t e = out->ptr[r]; e < out->ptr[r + 1]; e++)
+            out->val[e] =
+                (float)(out->val[e] / sqrt(deg[r] * deg[out->col[e]]));
+out:
+    free(deg);
+    free(col);
+    free(row);
+    return rc;
+}
+
+static int add_tensor(struct sgbd_params *p, const char *ch, const char *suffix,
+                      size_t rows, size_t cols, enum sgbd_init init,
+                      size_t fan_in)
+{
+    char name[SGBD_TENSOR_NAME + 8];
+    int n = snprintf(name, sizeof(name), "%s.%s", ch, suffix);
+
+    if (n < 0 || (size_t)n >= SGBD_TENSOR_NAME)
+        return sgbd_errf(SGBD_E_LIMIT,
+                         "feature channel name \"%s\" too "
+                         "long for tensor \"%s.%s\" (%d bytes at most)",
+                         ch, ch, suffix, SGBD_TENSOR_NAME - 1);
+    return sgbd_params_add(p, name, rows, cols, init, fan_in, 0);
+}
+
+static int declare_channel(struct sgbd_mmgcn *g, int c, const char *name,
+                           struct sgbd_params *p)
+{
+    struct sgbd_mmgcn_channel *ch = &g->ch[c];
+    size_t D = g->D, H = g->H;
+
+    ch->t_pref =
+        add_tensor(p, name, "pref", g->U, D, SGBD_INIT_XAVIER_NORMAL, 0);
+    ch->t_w1 = add_tensor(p, name, "mlp.w", H, ch->dim, SGBD_INIT_LINEAR, 0);
+    ch->t_b1 = add_tensor(p, name, "mlp.b", 1, H, SGBD_INIT_LINEAR, ch->dim);
+    ch->t_w2 = add_tensor(p, name, "mlp1.w", D, H, SGBD_INIT_LINEAR, 0);
+    ch->t_b2 = add_tensor(p, name, "mlp1.b", 1, D, SGBD_INIT_LINEAR, H);
+    if (ch->t_pref < 0)
+        return ch->t_pref;
+    if (ch->t_w1 < 0)
+        return ch->t_w1;
+    if (ch->t_b1 < 0)
+        return ch->t_b1;
+    return ch->t_w2 < 0 ? ch->t_w2 : ch->t_b2 < 0 ? ch->t_b2 : 0;
+}
+
+static int alloc_channel(struct sgbd_mmgcn *g, int c, struct sgbd_mat f)
+{
+    struct sgbd_mmgcn_channel *ch = &g->ch[c];
+    size_t ND = g->N * g->D;
+
+    ch->dim = f.cols;
+    ch->feat = mdl_copy_mat(f);
+    ch->feat_mean = malloc(f.cols * sizeof(float));
+    ch->h1 = malloc(g->I * g->H * sizeof(float));
+    ch->x = malloc(ND * sizeof(float));
+    ch->norm = malloc(g->N * sizeof(float));
+    ch->r = malloc(ND * sizeof(float));
+    ch->dr = calloc(ND, sizeof(float));
+    if (!ch->feat || !ch->feat_mean || !ch->h1 || !ch->x || !ch->norm ||
+        !ch->r || !ch->dr)
+        return -ENOMEM;
+    mdl_col_means(f, ch->feat_mean);
+    return 0;
+}
+
+int sgbd_mmgcn_init(struct sgbd_mmgcn *g, const struct sgbd_model_input *in,
+                    size_t D, struct sgbd_params *layout)
+{
+    const struct sgbd_features *f = in->feat;
+    int rc;
+
+    memset(g, 0, sizeof(*g));
+    g->U = in->ds->n_users;
+    g->I = in->ds->n_items;
+    g->N = g->U + g->I;
+    g->D = D;
+    g->H = 4 * D;
+    g->C = f->n;
+    g->layout = layout;
+    for (int c = 0; c < g->C; c++) {
+        rc = alloc_channel(g, c, f->ch[c].m);
+        if (rc == 0)
+            rc = declare_channel(g, c, f->ch[c].name, layout);
+        if (rc < 0)
+            goto fail;
+    }
+    g->ta = malloc(g->N * D * sizeof(float));
+    g->tb = malloc(g->N * D * sizeof(float));
+    g->dft = malloc(g->I * D * sizeof(float));
+    g->dh = malloc(g->I * g->H * sizeof(float));
+    rc = -ENOMEM;
+    if (!g->ta || !g->tb || !g->dft || !g->dh)
+        goto fail;
+    rc = build_gcn_adjacency(&g->adj, in->ds);
+    if (rc == 0)
+        return 0;
+fail:
+    sgbd_mmgcn_deinit(g);
+    return rc;
+}
+
+void sgbd_mmgcn_deinit(struct sgbd_mmgcn *g)
+{
+    if (!g)
+        return;
+    for (int c = 0; c < SGBD_MAX_CHANNELS; c++) {
+        struct sgbd_mmgcn_channel *ch = &g->ch[c];
+        free(ch->dr), free(ch->r), free(ch->norm), free(ch->x);
+        free(ch->h1), free(ch->feat_mean), free(ch->feat);
+    }
+    free(g->dh), free(g->dft), free(g->tb), free(g->ta);
+    sgbd_csr_free(&g->adj);
+    memset(g, 0, sizeof(*g));
+}
+
+static const float *tens(const float *theta, const struct sgbd_params *p, int t)
+{
+    return theta + p->t[t].offset;
+}
+
+static int spmm(struct sgbd_mmgcn *g, float *y, const float *x)
+{
+    return sgbd_csr_spmm(sgbd_mat_view(y, g->N, g->D), &g->adj,
+                         sgbd_mat_view((float *)x, g->N, g->D), 1.0f, 0.0f);
+}
+
+/* X_c = rownorm([P ; W2 leaky(W1 F + b1) + b2]). */
+static int channel_input(struct sgbd_mmgcn *g, const struct sgbd_params *p,
+                         const float *theta, struct sgbd_mmgcn_channel *ch)
+{
+    size_t D = g->D, UD = g->U * D;
+    int rc;
+
+    rc = sgbd_layer_linear_forward(ch->h1, ch->feat, tens(theta, p, ch->t_w1),
+                                   tens(theta, p, ch->t_b1), g->I, ch->dim,
+                                   g->H);
+    if (rc < 0)
+        return rc;
+    sgbd_layer_leaky_forward(ch->h1, ch->h1, g->I * g->H);
+    rc = sgbd_layer_linear_forward(ch->x + UD, ch->h1, tens(theta, p, ch->t_w2),
+                                   tens(theta, p, ch->t_b2), g->I, g->H, D);
+    if (rc < 0)
+        return rc;
+    memcpy(ch->x, tens(theta, p, ch->t_pref), UD * sizeof(float));
+    sgbd_layer_rownorm_forward(ch->x, ch->norm, ch->x, g->N, D);
+    return 0;
+}
+
+int sgbd_mmgcn_forward(struct sgbd_mmgcn *g, const float *theta)
+{
+    size_t ND = g->N * g->D;
+
+    for (int c = 0; c < g->C; c++) {
+        struct sgbd_mmgcn_channel *ch = &g->ch[c];
+        int rc = channel_input(g, g->layout, theta, ch);
+        if (rc == 0)
+            rc = spmm(g, g->ta, ch->x);
+        if (rc == 0)
+            rc = spmm(g, ch->r, g->ta);
+        if (rc < 0)
+            return rc;
+        sgbd_mat_axpy(ND, 1.0f, ch->x, ch->r);
+        sgbd_mat_axpy(ND, 1.0f, g->ta, ch->r);
+    }
+    return 0;
+}
+
+/* dX = dR + A (dR + A dR) (5.7, A symmetric), into tb. */
+static int propagate_back(struct sgbd_mmgcn *g, const float *dr)
+{
+    size_t ND = g->N * g->D;
+    int rc = spmm(g, g->ta, dr);
+
+    if (rc < 0)
+        return rc;
+    sgbd_mat_axpy(ND, 1.0f, dr, g->ta);
+    rc = spmm(g, g->tb, g->ta);
+    if (rc < 0)
+        return rc;
+    sgbd_mat_axpy(ND, 1.0f, dr, g->tb);
+    return 0;
+}
+
+/* From dX (in tb) through rownorm and the MLP into the arena. */
+static int channel_backward(struct sgbd_mmgcn *g, const float *theta,
+                            float *grad, struct sgbd_mmgcn_channel *ch)
+{
+    const struct sgbd_params *p = g->layout;
+    size_t D = g->D, UD = g->U * D;
+    float *gw2 = grad + p->t[ch->t_w2].offset;
+    int rc;
+
+    sgbd_layer_rownorm_backward(grad + p->t[ch->t_pref].offset, g->tb, ch->x,
+                                ch->norm, g->U, D);
+    memset(g->dft, 0, g->I * D * sizeof(float));
+    sgbd_layer_rownorm_backward(g->dft, g->tb + UD, ch->x + UD, ch->norm + g->U,
+                                g->I, D);
+    memset(g->dh, 0, g->I * g->H * sizeof(float));
+    rc = sgbd_layer_linear_backward(g->dh, gw2, grad + p->t[ch->t_b2].offset,
+                                    g->dft, ch->h1, tens(theta, p, ch->t_w2),
+                                    g->I, g->H, D);
+    if (rc < 0)
+        return rc;
+    sgbd_layer_leaky_backward_inplace(g->dh, ch->h1, g->I * g->H);
+    return sgbd_layer_linear_backward(
+        NULL, grad + p->t[ch->t_w1].offset, grad + p->t[ch->t_b1].offset, g->dh,
+        ch->feat, tens(theta, p, ch->t_w1), g->I, ch->dim, g->H);
+}
+
+int sgbd_mmgcn_backward(struct sgbd_mmgcn *g, const float *theta, float *grad)
+{
+    int rc = 0;
+
+    for (int c = 0; c < g->C; c++) {
+        struct sgbd_mmgcn_channel *ch = &g->ch[c];
+        if (rc == 0)
+            rc = propagate_back(g, ch->dr);
+        if (rc == 0)
+            rc = channel_backward(g, theta, grad, ch);
+        memset(ch->dr, 0, g->N * g->D * sizeof(float));
+    }
+    return rc;
+}
+
+double sgbd_mmgcn_pref_reg(const struct sgbd_mmgcn *g, const float *theta,
+                           float *grad, const uint32_t *users, size_t B,
+                           double lambda)
+{
+    const struct sgbd_params *p = g->layout;
+    double loss = 0.0;
+    double k = 2.0 * lambda / ((double)B * (double)g->D);
+
+    for (int c = 0; c < g->C; c++) {
+        const float *pref = tens(theta, p, g->ch[c].t_pref);
+        float *gp = grad + p->t[g->ch[c].t_pref].offset;
+        double s = 0.0;
+        for (size_t b = 0; b < B; b++) {
+            const float *row = pref + (size_t)users[b] * g->D;
+            s += sgbd_mat_dot(g->D, row, row);
+            sgbd_mat_axpy(g->D, (float)k, row, gp + (size_t)users[b] * g->D);
+        }
+        loss += lambda * s / ((double)B * (double)g->D);
+    }
+    return loss;
+}
+
+int sgbd_mmgcn_new_item(const struct sgbd_mmgcn *g, const float *theta, int c,
+                        const float *f, float *out)
+{
+    const struct sgbd_params *p = g->layout;
+    const struct sgbd_mmgcn_channel *ch = &g->ch[c];
+    float *h = malloc(g->H * sizeof(float)), norm;
+    int rc;
+
+    if (!h)
+        return -ENOMEM;
+    rc = sgbd_layer_linear_forward(h, f, tens(theta, p, ch->t_w1),
+                                   tens(theta, p, ch->t_b1), 1, ch->dim, g->H);
+    if (rc == 0) {
+        sgbd_layer_leaky_forward(h, h, g->H);
+        rc = sgbd_layer_linear_forward(out, h, tens(theta, p, ch->t_w2),
+                                       tens(theta, p, ch->t_b2), 1, g->H, g->D);
+    }
+    if (rc == 0)
+        sgbd_layer_rownorm_forward(out, &norm, out, 1, g->D);
+    free(h);
+    return rc;
+}
+
+/* ---- user co-occurrence (2.3) and its per-epoch sample (5.4) -------- */
+
+struct cooc_pair {
+    uint32_t id;
+    uint32_t n;
+};
+
+static int by_count_then_id(const void *a, const void *b)
+{
+    const struct cooc_pair *x = a, *y = b;
+
+    if (x->n != y->n)
+        return x->n > y->n ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Item posting lists: users of item i are users[ptr[i] .. ptr[i+1]). */
+static int item_postings(const struct sgbd_dataset *ds, uint64_t **ptr_out,
+                         uint32_t **users_out)
+{
+    uint32_t U = ds->n_users, I = ds->n_items;
+    uint64_t total = ds->train.ptr[U];
+    uint64_t *ptr = calloc((size_t)I + 2, sizeof(*ptr));
+    uint32_t *users = malloc(total * sizeof(*users) + 1);
+
+    if (!ptr || !users) {
+        free(ptr), free(users);
+        return -ENOMEM;
+    }
+    for (uint64_t k = 0; k < total; k++)
+        ptr[ds->train.items[k] + 2]++;
+    for (uint32_t i = 0; i < I; i++)
+        ptr[i + 2] += ptr[i + 1];
+    for (uint32_t u = 0; u < U; u++) /* users come out ascending */
+        for (uint64_t k = ds->train.ptr[u]; k < ds->train.ptr[u + 1]; k++)
+            users[ptr[ds->train.items[k] + 1]++] = u;
+    *ptr_out = ptr;
+    *users_out = users;
+    return 0;
+}
+
+/* The top max_n co-occurring users of u into pairs; returns how many. */
+static size_t user_row(const struct sgbd_dataset *ds, const uint64_t *iptr,
+                       const uint32_t *iusers, uint32_t u, uint32_t *count,
+                       struct cooc_pair *pairs)
+{
+    size_t n = 0;
+
+    for (uint64_t k = ds->train.ptr[u]; k < ds->train.ptr[u + 1]; k++) {
+        uint32_t i = ds->train.items[k];
+        for (uint64_t j = iptr[i]; j < iptr[i + 1]; j++) {
+            uint32_t w = iusers[j];
+            if (w == u)
+                continue;
+            if (count[w]++ == 0)
+                pairs[n++].id = w;
+        }
+    }
+    for (size_t j = 0; j < n; j++) {
+        pairs[j].n = count[pairs[j].id];
+        count[pairs[j].id] = 0;
+    }
+    qsort(pairs, n, sizeof(*pairs), by_count_then_id);
+    return n;
+}
+
+static int cooc_grow(struct sgbd_mmgcn_cooc *c, size_t need, size_t *cap)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? 2 * *cap : 1024;
+    while (ncap < need)
+        ncap *= 2;
+    uint32_t *nbr = realloc(c->nbr, ncap * sizeof(*nbr));
+    if (!nbr)
+        return -ENOMEM;
+    c->nbr = nbr;
+    float *cnt = realloc(c->cnt, ncap * sizeof(*cnt));
+    if (!cnt)
+        return -ENOMEM;
+    c->cnt = cnt;
+    *cap = ncap;
+    return 0;
+}
+
+int sgbd_mmgcn_cooc_build(struct sgbd_mmgcn_cooc *out,
+                          const struct sgbd_dataset *ds, size_t max_n)
+{
+    uint32_t U = ds->n_users;
+    uint64_t *iptr = NULL;
+    uint32_t *iusers = NULL, *count = calloc(U, sizeof(*count));
+    struct cooc_pair *pairs = malloc((size_t)U * sizeof(*pairs) + 1);
+    struct sgbd_mmgcn_cooc c = {U, calloc((size_t)U + 1, sizeof(uint64_t)),
+                                NULL, NULL};
+    size_t cap = 0;
+    int rc = -ENOMEM;
+
+    if (!count || !pairs || !c.ptr || item_postings(ds, &iptr, &iusers) < 0)
+        goto out;
+    for (uint32_t u = 0; u < U; u++) {
+        size_t n = user_row(ds, iptr, iusers, u, count, pairs);
+        n = n < max_n ? n : max_n;
+        if (cooc_grow(&c, c.ptr[u] + n, &cap) < 0)
+            goto out;
+        for (size_t j = 0; j < n; j++) {
+            c.nbr[c.ptr[u] + j] = pairs[j].id;
+            c.cnt[c.ptr[u] + j] = (float)pairs[j].n;
+        }
+        c.ptr[u + 1] = c.ptr[u] + n;
+    }
+    *out = c;
+    c.ptr = NULL, c.nbr = NULL, c.cnt = NULL;
+    rc = 0;
+out:
+    sgbd_mmgcn_cooc_free(&c);
+    free(iusers), free(iptr), free(pairs), free(count);
+    return rc;
+}
+
+void sgbd_mmgcn_cooc_free(struct sgbd_mmgcn_cooc *c)
+{
+    if (!c)
+        return;
+    free(c->ptr), free(c->nbr), free(c->cnt);
+    c->ptr = NULL, c->nbr = NULL, c->cnt = NULL;
+}
+
+void sgbd_mmgcn_cooc_sample(const struct sgbd_mmgcn_cooc *c, size_t k,
+                            uint32_t *nbr, float *w, struct sgbd_rng *rng)
+{
+    for (uint32_t u = 0; u < c->n_users; u++) {
+        uint32_t *ids = nbr + (size_t)u * k;
+        float *wt = w + (size_t)u * k;
+        size_t have = c->ptr[u + 1] - c->ptr[u];
+
+        if (have == 0) {
+            memset(ids, 0, k * sizeof(*ids));
+            memset(wt, 0, k * sizeof(*wt));
+            continue;
+        }
+        size_t n = have < k ? have : k;
+        memcpy(ids, c->nbr + c->ptr[u], n * sizeof(*ids));
+        memcpy(wt, c->cnt + c->ptr[u], n * sizeof(*wt));
+        for (; n < k; n++) { /* pad from the growing list */
+            size_t r = (size_t)sgbd_rng_below(rng, n);
+            ids[n] = ids[r];
+            wt[n] = wt[r];
+        }
+        sgbd_layer_softmax_rows(wt, wt, 1, k);
+    }
+}
+
+/* ---- fusion weights and user aggregation ---------------------------- */
+
+int sgbd_mmgcn_add_fusion(struct sgbd_params *p, const char *name, size_t rows,
+                          int C)
+{
+    double fans = ((double)C + (double)rows) * C * C * C / (C - 1.0);
+    size_t fan_out = (size_t)llround(fans) - (size_t)C;
+
+    return sgbd_params_add(p, name, rows, (size_t)C, SGBD_INIT_XAVIER_NORMAL,
+                           (size_t)C, fan_out ? fan_out : 1);
+}
+
+double sgbd_mmgcn_fusion_reg(const float *t, float *g, size_t rows, int C,
+                             double lambda)
+{
+    size_t n = rows * (size_t)C;
+    float k = (float)(2.0 * lambda / (double)n);
+    double s = 0.0;
+
+    for (size_t e = 0; e < n; e++) {
+        float w = 1.0f / (float)C + t[e];
+        s += (double)w * w;
+        g[e] += k * w;
+    }
+    return lambda * s / (double)n;
+}
+
+void sgbd_mmgcn_user_agg(float *out, const float *x, const uint32_t *rows,
+                         size_t n, size_t W, const uint32_t *nbr,
+                         const float *a, size_t k)
+{
+    for (size_t r = 0; r < n; r++) {
+        size_t u = rows[r];
+        float *o = out + r * W;
+        memcpy(o, x + u * W, W * sizeof(float));
+        for (size_t s = 0; s < k; s++)
+            sgbd_mat_axpy(W, a[u * k + s], x + (size_t)nbr[u * k + s] * W, o);
+    }
+}
+
+void sgbd_mmgcn_user_agg_backward(float *dx, const float *d,
+                                  const uint32_t *rows, size_t n, size_t W,
+                                  const uint32_t *nbr, const float *a, size_t k)
+{
+    for (size_t r = 0; r < n; r++) {
+        size_t u = rows[r];
+        const float *dr = d + r * W;
+        sgbd_mat_axpy(W, 1.0f, dr, dx + u * W);
+        for (size_t s = 0; s < k; s++)
+            sgbd_mat_axpy(W, a[u * k + s], dr, dx + (size_t)nbr[u * k + s] * W);
+    }
+}

@@ -1,0 +1,145 @@
+/*
+ * mmgcn.h - the pieces DualGNN and DRAGON share (private to
+ * daemon/models/): the per-channel GCN block, the user co-occurrence
+ * lists and their per-epoch 40-neighbour sample.
+ *
+ * GCN block of channel c (reference/algorithms.md 6.2, 6.3):
+ *     F~_c = W2_c leaky(W1_c F_c + b1_c) + b2_c      (I, D), hidden H = 4D
+ *     X_c  = rownorm([P_c ; F~_c])                   (N, D)
+ *     R_c  = X_c + A X_c + A^2 X_c                   (N, D)
+ * with A the symmetric GCN normalisation of 5.2 (duplicate training rows
+ * kept, weights 1/sqrt(deg deg)). Layout per channel, named after the
+ * channel: "<name>.pref" (U, D) xavier_normal, "<name>.mlp.w" (H, D_c),
+ * "<name>.mlp.b" (1, H), "<name>.mlp1.w" (D, H), "<name>.mlp1.b" (1, D),
+ * torch nn.Linear default init (MMRec does not re-initialise them).
+ */
+#ifndef SGBD_MODELS_MMGCN_H
+#define SGBD_MODELS_MMGCN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sgbd/csr.h"
+#include "sgbd/model.h"
+#include "sgbd/params.h"
+#include "sgbd/rng.h"
+
+struct sgbd_mmgcn_channel {
+    size_t dim;       /* D_c */
+    float *feat;      /* (I, D_c) owned copy of the features */
+    float *feat_mean; /* (D_c) column means, for a missing channel */
+    int t_pref, t_w1, t_b1, t_w2, t_b2;
+    float *h1;   /* (I, H) leaky activations of the forward */
+    float *x;    /* (N, D) X_c */
+    float *norm; /* (N) row norms before rownorm */
+    float *r;    /* (N, D) R_c */
+    float *dr;   /* (N, D) dL/dR_c; zero after backward */
+};
+
+struct sgbd_mmgcn {
+    size_t U, I, N, D, H;
+    int C;
+    const struct sgbd_params *layout; /* the model's, for tensor offsets */
+    struct sgbd_mmgcn_channel ch[SGBD_MAX_CHANNELS];
+    struct sgbd_csr adj; /* A (N, N) of 5.2 */
+    float *ta, *tb;      /* (N, D) propagation temporaries */
+    float *dft;          /* (I, D) */
+    float *dh;           /* (I, H) */
+};
+
+/*
+ * Copy the features, build A, declare the channel tensors in layout and
+ * allocate the workspaces. D is the latent width (64 in MMRec); layout
+ * must outlive g (it is the owning model's). Errors:
+ * -ENOMEM, SGBD_E_LIMIT (a channel name too long for its tensor names),
+ * those of sgbd_csr_from_coo. Deinit on error too.
+ */
+int sgbd_mmgcn_init(struct sgbd_mmgcn *g, const struct sgbd_model_input *in,
+                    size_t D, struct sgbd_params *layout);
+void sgbd_mmgcn_deinit(struct sgbd_mmgcn *g);
+
+/* R_c for every channel at theta (two SpMMs and the MLPs per channel). */
+int sgbd_mmgcn_forward(struct sgbd_mmgcn *g, const float *theta);
+
+/*
+ * From dr (filled by the caller after a forward at the same theta) back
+ * to the channel tensors: ADDS into grad; leaves every dr zero.
+ */
+int sgbd_mmgcn_backward(struct sgbd_mmgcn *g, const float *theta, float *grad);
+
+/* lambda * sum_c mean(P_c[users]^2), gradient added into grad (6.2). */
+double sgbd_mmgcn_pref_reg(const struct sgbd_mmgcn *g, const float *theta,
+                           float *grad, const uint32_t *users, size_t B,
+                           double lambda);
+
+/*
+ * X_c row of an item with features f (D_c) and no interactions: it has
+ * no edges, so its R_c row is its X_c row: rownorm(MLP_c(f)). out (D).
+ */
+int sgbd_mmgcn_new_item(const struct sgbd_mmgcn *g, const float *theta, int c,
+                        const float *f, float *out);
+
+/*
+ * User co-occurrence lists (algorithms.md 2.3): for each user the other
+ * users sharing at least one training item, by count descending (lower id
+ * first among equals), at most max_n. Computed sparsely through the item
+ * posting lists, never a dense U x U matrix.
+ */
+struct sgbd_mmgcn_cooc {
+    uint32_t n_users;
+    uint64_t *ptr; /* (U + 1) */
+    uint32_t *nbr; /* (ptr[U]) */
+    float *cnt;    /* (ptr[U]) co-occurrence counts */
+};
+
+int sgbd_mmgcn_cooc_build(struct sgbd_mmgcn_cooc *out,
+                          const struct sgbd_dataset *ds, size_t max_n);
+void sgbd_mmgcn_cooc_free(struct sgbd_mmgcn_cooc *c);
+
+/*
+ * The per-epoch sample of 5.4: k slots per user; users with >= k
+ * neighbours take the first k; users with 1..k-1 pad by appending a
+ * uniformly drawn element of the growing list (id and count) until k;
+ * weights a = softmax(counts) over the k slots; users with none get ids
+ * 0 and weights 0. nbr, w (U, k).
+ */
+void sgbd_mmgcn_cooc_sample(const struct sgbd_mmgcn_cooc *c, size_t k,
+                            uint32_t *nbr, float *w, struct sgbd_rng *rng);
+
+/*
+ * Fusion weights weight_u / weight_i (6.2): MMRec draws xavier_normal on
+ * (rows, C, 1) and takes a softmax over C once, so they start near 1/C
+ * and train unconstrained. The arena holds the offset theta = w - 1/C
+ * (an exact reparametrisation: same gradients, same Adam steps) drawn
+ * xavier_normal with fans chosen so its spread matches the softmax's to
+ * first order, var = 2 (C - 1) / ((C + rows) C^3). (rows, C).
+ */
+int sgbd_mmgcn_add_fusion(struct sgbd_params *p, const char *name, size_t rows,
+                          int C);
+
+/* The effective weight of row r, slot c: 1/C + theta. */
+static inline float sgbd_mmgcn_fusion_w(const float *t, int C, size_t r, int c)
+{
+    return 1.0f / (float)C + t[r * (size_t)C + (size_t)c];
+}
+
+/* lambda * mean over (rows, C) of w^2; gradient added into g (rows, C). */
+double sgbd_mmgcn_fusion_reg(const float *t, float *g, size_t rows, int C,
+                             double lambda);
+
+/*
+ * User-graph aggregation of 5.4 on selected rows: out[r] = x[rows[r]] +
+ * sum_s a[u, s] x[nbr[u, s]] with u = rows[r]; x (U, W), out (n, W),
+ * nbr and a (U, k).
+ */
+void sgbd_mmgcn_user_agg(float *out, const float *x, const uint32_t *rows,
+                         size_t n, size_t W, const uint32_t *nbr,
+                         const float *a, size_t k);
+
+/* Its backward: dx[u] += d[r], dx[nbr[u, s]] += a[u, s] d[r]. */
+void sgbd_mmgcn_user_agg_backward(float *dx, const float *d,
+                                  const uint32_t *rows, size_t n, size_t W,
+                                  const uint32_t *nbr, const float *a,
+                                  size_t k);
+
+#endif
