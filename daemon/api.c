@@ -259,6 +259,11 @@ int sgbd_api_reload(struct sgbd_api *api, const struct sgbd_config *cfg)
     return 0;
 }
 
+void sgbd_api_reload_failed(struct sgbd_api *api)
+{
+    atomic_fetch_add(&api->reload_failures, 1);
+}
+
 void sgbd_api_set_draining(struct sgbd_api *api, int on)
 {
     atomic_store(&api->draining, on);

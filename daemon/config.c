@@ -49,6 +49,10 @@ static const struct opt options[] = {
      1, "file of bearer tokens (one a line) for write routes; empty: none"},
     {"server", "admin_token_file", OPT_STRING, F(admin_token_file), "", 0, 0,
      1, "file of bearer tokens for admin routes; empty: write tokens"},
+    {"server", "request_timeout_s", OPT_INT, F(request_timeout_s), "30", 1,
+     3600, 0, "a whole request (headers and body) must arrive within this"},
+    {"server", "drain_timeout_s", OPT_INT, F(drain_timeout_s), "10", 0, 3600,
+     1, "on SIGTERM, wait this long for requests in flight to finish"},
 
     {"store", "path", OPT_STRING, F(db_path), "/var/lib/sgbd/db", 0, 0, 0,
      "LMDB store directory"},

@@ -22,6 +22,7 @@ static const struct command commands[] = {
     {"backup", sgbd_cli_backup, "write a compacted copy of the store"},
     {"check", sgbd_cli_check, "verify checkpoints and id maps"},
     {"checkpoints", sgbd_cli_checkpoints, "list, delete, roll back"},
+    {"serve", sgbd_cli_serve, "run the recommendation daemon"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

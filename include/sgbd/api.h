@@ -141,6 +141,9 @@ void sgbd_api_free(struct sgbd_api *api);
  */
 int sgbd_api_reload(struct sgbd_api *api, const struct sgbd_config *cfg);
 
+/* Count a reload that failed before reaching the API (bad config file). */
+void sgbd_api_reload_failed(struct sgbd_api *api);
+
 /* Draining: /readyz answers 503 and responses ask clients to close. */
 void sgbd_api_set_draining(struct sgbd_api *api, int on);
 

@@ -19,5 +19,6 @@ int sgbd_cli_import(int argc, char **argv);
 int sgbd_cli_backup(int argc, char **argv);
 int sgbd_cli_check(int argc, char **argv);
 int sgbd_cli_checkpoints(int argc, char **argv);
+int sgbd_cli_serve(int argc, char **argv);
 
 #endif

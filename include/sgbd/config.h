@@ -26,6 +26,8 @@ struct sgbd_config {
     int max_batch_users;         /* users in one POST /v1/recommendations */
     char write_token_file[SGBD_PATH_MAX]; /* tokens for write routes */
     char admin_token_file[SGBD_PATH_MAX]; /* tokens for admin routes */
+    int request_timeout_s;       /* deadline for one whole request */
+    int drain_timeout_s;         /* SIGTERM: wait for in-flight requests */
 
     /* [store] */
     char db_path[SGBD_PATH_MAX];
