@@ -17,7 +17,9 @@
 #include "sgbd/err.h"
 #include "sgbd/parallel.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* Not under TSan: its runtime is not up yet when ifunc resolvers run. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
 #define KERNEL_CLONES __attribute__((target_clones("default", "avx2", \
                                                    "avx512f")))
 #else
