@@ -114,7 +114,9 @@ static inline const char *harness_data_dir(const char *name, char *buf,
     snprintf(buf, n, "%s/%s", root, name);
     FILE *probe;
     char inter[4096];
-    snprintf(inter, sizeof(inter), "%s/%s.inter", buf, name);
+    int len = snprintf(inter, sizeof(inter), "%s/%s.inter", buf, name);
+    if (len < 0 || (size_t)len >= sizeof(inter))
+        return NULL;
     probe = fopen(inter, "r");
     if (!probe)
         return NULL;
