@@ -324,8 +324,8 @@ INLINE void span_lane_max(const float *restrict s, float *restrict m)
  * one, so the scan appends few more than K keys. Spans holding excluded
  * items are left out (their maximum may be ineligible).
  */
-INLINE void estimate(struct sgbd_topk *t, const float *restrict scores, size_t n,
-                     size_t base, const uint64_t *bits)
+INLINE void estimate(struct sgbd_topk *t, const float *restrict scores,
+                     size_t n, size_t base, const uint64_t *bits)
 {
     float lanes[CHUNK / LANES];
     uint64_t keys[CHUNK / LANES];

@@ -3,8 +3,9 @@
  * scoring engine that serving calls.
  *
  * Order everywhere: higher score first, equal scores by lower item index.
- * NaN scores are never selected, -0 counts as +0; excluded items are never selected, so a
- * result may hold fewer than K items (the count is returned).
+ * NaN scores are never selected and -0 ties with +0; excluded items are
+ * never selected, so a result may hold fewer than K items (the count is
+ * returned).
  *
  * Ownership: the caller provides every output array; nothing here keeps
  * a pointer after returning. Everything but sgbd_topk_users() is serial
@@ -55,13 +56,15 @@ size_t sgbd_bitset_count(const uint64_t *b, size_t n_bits);
 
 /*
  * A running top-K over scores pushed in blocks. Candidates go into a key
- * buffer (score and index packed so one integer compare orders them);
- * when it fills, a quickselect keeps the K best and their worst becomes
- * the threshold that later scores must beat. Once the threshold is set, a
- * block costs one vectorised compare pass and most blocks stop there.
- * For K <= SGBD_TOPK_INLINE / 4 the buffer lives inside the struct (no
- * allocation: fine on a serving thread's stack); larger K allocate 4K
- * keys. Lifecycle: init, push..., finish (once), deinit.
+ * buffer of 2K (score and index packed so one integer compare orders
+ * them); when it fills, a quickselect keeps the K best and their worst
+ * becomes the threshold later scores must beat. Each chunk of 4096
+ * scores first raises the threshold to a safe lower bound of the final
+ * K-th score (from maxima of 16-score groups), so the scan, one vector
+ * compare per 16 scores, appends few more than K keys. For K <=
+ * SGBD_TOPK_INLINE / 2 the buffer lives inside the struct (no allocation:
+ * fine on a serving thread's stack; the struct is about 4 KiB); larger K
+ * allocate it. Lifecycle: init, push..., finish (once), deinit.
  */
 #define SGBD_TOPK_INLINE 512
 
@@ -99,7 +102,7 @@ void sgbd_topk_deinit(struct sgbd_topk *t);
 /*
  * The k best of scores (n items), out_idx/out_score (k) best first.
  * exclude_bits (n bits) or NULL. Returns the count, min(k, eligible),
- * or -ENOMEM (only for k > SGBD_TOPK_INLINE / 4), or SGBD_E_LIMIT for
+ * or -ENOMEM (only for k > SGBD_TOPK_INLINE / 2), or SGBD_E_LIMIT for
  * k > INT_MAX.
  */
 int sgbd_topk_select(const float *scores, size_t n, size_t k,
