@@ -14,6 +14,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"demo", sgbd_cli_demo, "serve a sample catalogue in one command"},
     {"train", sgbd_cli_train, "train a model on a dataset"},
     {"eval", sgbd_cli_eval, "evaluate a saved model"},
     {"config", sgbd_cli_config, "print the reference configuration"},

@@ -11,6 +11,7 @@
 
 #define SGBD_CLI_HELP 1
 
+int sgbd_cli_demo(int argc, char **argv);
 int sgbd_cli_train(int argc, char **argv);
 int sgbd_cli_eval(int argc, char **argv);
 int sgbd_cli_config(int argc, char **argv);
