@@ -33,13 +33,16 @@ enum { M_RECALL, M_NDCG, M_PRECISION, M_MAP };
 
 struct eval_job {
     struct sgbd_mat scores;                    /* (B, I) */
+    struct sgbd_mat ublock;                    /* (B, D) gathered users */
+    uint32_t *list;                            /* (n_list) evaluated users */
+    size_t n_list, block;                      /* how many, B */
     const uint32_t *users;                     /* (B) user ids of the block */
     const struct sgbd_itemsets *mask;          /* may be NULL */
     const struct sgbd_itemsets *truth[N_SPLITS]; /* NULL: split skipped */
     int n_k;
     int ks[SGBD_METRICS_MAX_K];
     int order[SGBD_METRICS_MAX_K];             /* ks positions, K ascending */
-    size_t kmax;                               /* max K, at most I */
+    size_t kmax_all, kmax;                     /* max K; at most I */
     const double *inv_log;                     /* (kmax_all) 1/log2(r+2) */
     const double *idcg;                        /* (kmax_all+1) prefix sums */
     double *vals;                  /* (B, N_SPLITS, N_METRICS, n_k) */
@@ -259,10 +262,10 @@ static size_t max_cutoff(const int *ks, int n_k)
 
 /* Score one block of users and fill j->vals; returns 0 or an error. */
 static int eval_block(struct eval_job *j, struct sgbd_mat users,
-                      struct sgbd_mat items, struct sgbd_mat ublock,
-                      const uint32_t *list, size_t n_block)
+                      struct sgbd_mat items, const uint32_t *list,
+                      size_t n_block)
 {
-    struct sgbd_mat ub = sgbd_mat_rows(ublock, 0, n_block);
+    struct sgbd_mat ub = sgbd_mat_rows(j->ublock, 0, n_block);
     int rc;
 
     for (size_t b = 0; b < n_block; b++)
@@ -277,6 +280,56 @@ static int eval_block(struct eval_job *j, struct sgbd_mat users,
     return atomic_load(&j->rc);
 }
 
+/* The job's fixed part: truth sets, cut-offs in ascending order, Kmax. */
+static void job_init(struct eval_job *j, const struct sgbd_itemsets *mask,
+                     const struct sgbd_itemsets *valid,
+                     const struct sgbd_itemsets *test, const int *ks,
+                     int n_k, size_t n_items)
+{
+    memset(j, 0, sizeof(*j));
+    j->mask = mask;
+    j->truth[0] = valid;
+    j->truth[1] = test;
+    j->n_k = n_k;
+    memcpy(j->ks, ks, (size_t)n_k * sizeof(int));
+    sort_cutoffs(j);
+    j->kmax_all = max_cutoff(ks, n_k);
+    j->kmax = j->kmax_all < n_items ? j->kmax_all : n_items;
+    atomic_init(&j->rc, 0);
+}
+
+/* The user list, the log tables and the per-block buffers. */
+static int job_alloc(struct eval_job *j, size_t n_users, size_t dim,
+                     size_t n_items)
+{
+    double *inv_log = NULL, *idcg = NULL;
+    int rc;
+
+    j->list = evaluated_users(n_users, j->truth, &j->n_list);
+    rc = j->list ? log_tables(j->kmax_all, &inv_log, &idcg) : -ENOMEM;
+    j->inv_log = inv_log;
+    j->idcg = idcg;
+    j->block = j->n_list < BLOCK ? j->n_list : BLOCK;
+    if (rc < 0 || j->block == 0)
+        return rc;
+    rc = sgbd_mat_alloc(&j->ublock, j->block, dim);
+    if (rc == 0)
+        rc = sgbd_mat_alloc(&j->scores, j->block, n_items);
+    j->vals = calloc(j->block * N_SPLITS * N_METRICS * (size_t)j->n_k,
+                     sizeof(double));
+    return rc == 0 && !j->vals ? -ENOMEM : rc;
+}
+
+static void job_free(struct eval_job *j)
+{
+    free(j->vals);
+    sgbd_mat_release(&j->scores);
+    sgbd_mat_release(&j->ublock);
+    free((double *)j->idcg);
+    free((double *)j->inv_log);
+    free(j->list);
+}
+
 int sgbd_metrics_eval2(struct sgbd_metrics *valid_out,
                        struct sgbd_metrics *test_out, struct sgbd_mat users,
                        struct sgbd_mat items,
@@ -287,69 +340,33 @@ int sgbd_metrics_eval2(struct sgbd_metrics *valid_out,
 {
     struct sgbd_metrics sums[N_SPLITS];
     struct sgbd_metrics *sum[N_SPLITS] = {NULL, NULL};
-    struct sgbd_mat ublock = {0}, scores = {0};
+    struct sgbd_metrics *outs[N_SPLITS] = {valid_out, test_out};
     struct eval_job j;
-    double *inv_log = NULL, *idcg = NULL;
-    uint32_t *list = NULL;
-    size_t n_list = 0, kmax_all;
     int rc = check_args(users, items, ks, n_k);
 
     if (rc < 0)
         return rc;
-    memset(&j, 0, sizeof(j));
-    j.mask = mask;
-    j.truth[0] = valid_out ? valid : NULL;
-    j.truth[1] = test_out ? test : NULL;
-    j.n_k = n_k;
-    memcpy(j.ks, ks, (size_t)n_k * sizeof(int));
-    sort_cutoffs(&j);
-    kmax_all = max_cutoff(ks, n_k);
-    j.kmax = kmax_all < items.rows ? kmax_all : items.rows;
-    atomic_init(&j.rc, 0);
+    job_init(&j, mask, valid_out ? valid : NULL, test_out ? test : NULL, ks,
+             n_k, items.rows);
     for (int s = 0; s < N_SPLITS; s++)
         if (j.truth[s]) {
             init_out(&sums[s], ks, n_k);
             sum[s] = &sums[s];
         }
 
-    list = evaluated_users(users.rows, j.truth, &n_list);
-    rc = list ? log_tables(kmax_all, &inv_log, &idcg) : -ENOMEM;
-    j.inv_log = inv_log;
-    j.idcg = idcg;
-    size_t block = n_list < BLOCK ? n_list : BLOCK;
-    if (rc == 0 && block > 0) {
-        rc = sgbd_mat_alloc(&ublock, block, users.cols);
-        if (rc == 0)
-            rc = sgbd_mat_alloc(&scores, block, items.rows);
-        j.vals = calloc(block * N_SPLITS * N_METRICS * (size_t)n_k,
-                        sizeof(double));
-        if (rc == 0 && !j.vals)
-            rc = -ENOMEM;
-    }
-    j.scores = scores;
-    for (size_t b0 = 0; rc == 0 && b0 < n_list; b0 += block) {
-        size_t nb = n_list - b0 < block ? n_list - b0 : block;
-        rc = eval_block(&j, users, items, ublock, list + b0, nb);
+    rc = job_alloc(&j, users.rows, users.cols, items.rows);
+    for (size_t b0 = 0; rc == 0 && b0 < j.n_list; b0 += j.block) {
+        size_t nb = j.n_list - b0 < j.block ? j.n_list - b0 : j.block;
+        rc = eval_block(&j, users, items, j.list + b0, nb);
         if (rc == 0)
             add_block(&j, nb, sum);
     }
-    if (rc == 0) {
-        if (valid_out) {
-            finish_means(&sums[0]);
-            *valid_out = sums[0];
+    for (int s = 0; rc == 0 && s < N_SPLITS; s++)
+        if (outs[s]) {
+            finish_means(&sums[s]);
+            *outs[s] = sums[s];
         }
-        if (test_out) {
-            finish_means(&sums[1]);
-            *test_out = sums[1];
-        }
-    }
-
-    free(j.vals);
-    sgbd_mat_release(&scores);
-    sgbd_mat_release(&ublock);
-    free(idcg);
-    free(inv_log);
-    free(list);
+    job_free(&j);
     return rc;
 }
 
