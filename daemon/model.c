@@ -9,6 +9,7 @@ static const struct sgbd_model_ops *const registry[] = {
     &sgbd_lightgcn_ops,
     &sgbd_vbpr_ops,
     &sgbd_dualgnn_ops,
+    &sgbd_dragon_ops,
 };
 
 #define N_MODELS (sizeof(registry) / sizeof(registry[0]))

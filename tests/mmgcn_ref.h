@@ -15,8 +15,9 @@
 #include "sgbd/model.h"
 #include "sgbd/params.h"
 
-static const float *ref_tensor(const struct sgbd_model *m, const float *theta,
-                               const char *ch, const char *suffix)
+static inline const float *ref_tensor(const struct sgbd_model *m,
+                                      const float *theta, const char *ch,
+                                      const char *suffix)
 {
     char name[64];
     snprintf(name, sizeof(name), "%s%s%s", ch, ch[0] ? "." : "", suffix);
@@ -25,7 +26,7 @@ static const float *ref_tensor(const struct sgbd_model *m, const float *theta,
 }
 
 /* A (N, N) of 5.2, duplicates counted. */
-static void ref_gcn_adjacency(double *a, const struct sgbd_dataset *ds)
+static inline void ref_gcn_adjacency(double *a, const struct sgbd_dataset *ds)
 {
     size_t U = ds->n_users, N = U + ds->n_items;
     double *deg = calloc(N, sizeof(double));
@@ -47,9 +48,9 @@ static void ref_gcn_adjacency(double *a, const struct sgbd_dataset *ds)
 }
 
 /* x (D) = rownorm(W2 leaky(W1 f + b1) + b2), H = 4 D. */
-static void ref_mlp_row(double *x, const struct sgbd_model *m,
-                        const float *theta, const char *ch, const float *f,
-                        size_t dim, size_t D)
+static inline void ref_mlp_row(double *x, const struct sgbd_model *m,
+                               const float *theta, const char *ch,
+                               const float *f, size_t dim, size_t D)
 {
     const float *w1 = ref_tensor(m, theta, ch, "mlp.w");
     const float *b1 = ref_tensor(m, theta, ch, "mlp.b");
@@ -78,9 +79,10 @@ static void ref_mlp_row(double *x, const struct sgbd_model *m,
 }
 
 /* R (N, D) = X + A X + A^2 X for channel c, X = rownorm([P ; MLP(F)]). */
-static void ref_gcn_channel(double *R, const struct sgbd_model *m,
-                            const float *theta, const struct sgbd_dataset *ds,
-                            const struct sgbd_channel *ch, size_t D)
+static inline void ref_gcn_channel(double *R, const struct sgbd_model *m,
+                                   const float *theta,
+                                   const struct sgbd_dataset *ds,
+                                   const struct sgbd_channel *ch, size_t D)
 {
     size_t U = ds->n_users, N = U + ds->n_items;
     const float *pref = ref_tensor(m, theta, ch->name, "pref");

@@ -21,14 +21,14 @@
 #include "sgbd/params.h"
 #include "sgbd/rng.h"
 
-static int fixture_cmp_u32(const void *a, const void *b)
+static inline int fixture_cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return (x > y) - (x < y);
 }
 
 /* Sorted unique items per user from the training rows. */
-static void fixture_itemsets(struct sgbd_dataset *ds)
+static inline void fixture_itemsets(struct sgbd_dataset *ds)
 {
     size_t U = ds->n_users, n = ds->n_train;
     uint64_t *ptr = calloc(U + 1, sizeof(*ptr));
@@ -51,7 +51,7 @@ static void fixture_itemsets(struct sgbd_dataset *ds)
     ds->train.items = items;
 }
 
-static void fixture_neg_items(struct sgbd_dataset *ds)
+static inline void fixture_neg_items(struct sgbd_dataset *ds)
 {
     uint8_t *seen = calloc(ds->n_items, 1);
 
@@ -67,8 +67,8 @@ static void fixture_neg_items(struct sgbd_dataset *ds)
 
 /* Every user gets at least one row; the rest are random, duplicates and
  * untouched items (I > rows / U) included. */
-static void fixture_dataset(struct sgbd_dataset *ds, uint32_t U, uint32_t I,
-                            size_t n, uint64_t seed)
+static inline void fixture_dataset(struct sgbd_dataset *ds, uint32_t U,
+                                   uint32_t I, size_t n, uint64_t seed)
 {
     struct sgbd_rng r;
 
@@ -94,7 +94,7 @@ static void fixture_dataset(struct sgbd_dataset *ds, uint32_t U, uint32_t I,
 }
 
 /* Recompute the train sets and negatives after editing the rows. */
-static void fixture_dataset_rebuild(struct sgbd_dataset *ds)
+static inline void fixture_dataset_rebuild(struct sgbd_dataset *ds)
 {
     free(ds->train.ptr);
     free(ds->train.items);
@@ -103,7 +103,7 @@ static void fixture_dataset_rebuild(struct sgbd_dataset *ds)
     fixture_neg_items(ds);
 }
 
-static void fixture_dataset_free(struct sgbd_dataset *ds)
+static inline void fixture_dataset_free(struct sgbd_dataset *ds)
 {
     free(ds->train_users);
     free(ds->train_items);
@@ -114,9 +114,9 @@ static void fixture_dataset_free(struct sgbd_dataset *ds)
 }
 
 /* Channel c of width dims[c], values uniform in [-1, 1). */
-static void fixture_features(struct sgbd_features *f, uint32_t I, int n,
-                             const char *const *names, const size_t *dims,
-                             uint64_t seed)
+static inline void fixture_features(struct sgbd_features *f, uint32_t I, int n,
+                                    const char *const *names,
+                                    const size_t *dims, uint64_t seed)
 {
     struct sgbd_rng r;
 
@@ -132,7 +132,7 @@ static void fixture_features(struct sgbd_features *f, uint32_t I, int n,
     }
 }
 
-static void fixture_features_free(struct sgbd_features *f)
+static inline void fixture_features_free(struct sgbd_features *f)
 {
     for (int c = 0; c < f->n; c++)
         free(f->ch[c].m.data);
@@ -145,9 +145,9 @@ struct fixture_batch {
     struct sgbd_batch b;
 };
 
-static void fixture_batch(struct fixture_batch *fb,
-                          const struct sgbd_dataset *ds, size_t B,
-                          uint64_t seed)
+static inline void fixture_batch(struct fixture_batch *fb,
+                                 const struct sgbd_dataset *ds, size_t B,
+                                 uint64_t seed)
 {
     struct sgbd_rng r;
 
@@ -175,7 +175,8 @@ struct fixture_loss_ctx {
     float *scratch; /* (layout.n) */
 };
 
-static double fixture_model_loss(void *vc, const float *theta, float *grad)
+static inline double fixture_model_loss(void *vc, const float *theta,
+                                        float *grad)
 {
     struct fixture_loss_ctx *c = vc;
     size_t n = c->m->layout.n;
@@ -188,8 +189,8 @@ static double fixture_model_loss(void *vc, const float *theta, float *grad)
 
 /* An initialised arena for m, every value then multiplied by scale (the
  * torch initialisers give tiny gradients on tiny graphs). */
-static float *fixture_theta(const struct sgbd_model *m, uint64_t seed,
-                            float scale)
+static inline float *fixture_theta(const struct sgbd_model *m, uint64_t seed,
+                                   float scale)
 {
     float *theta = sgbd_params_alloc_arena(&m->layout);
     struct sgbd_rng r;
@@ -212,11 +213,11 @@ static float *fixture_theta(const struct sgbd_model *m, uint64_t seed,
  * *min_frac (may be NULL) receives the smallest fraction of a tensor's
  * probes that were compared.
  */
-static int fixture_gradcheck_cover(struct sgbd_model *m, float *theta,
-                                   const struct sgbd_batch *b,
-                                   size_t per_tensor, double h,
-                                   struct gradcheck_result *res,
-                                   double *min_frac)
+static inline int fixture_gradcheck_cover(struct sgbd_model *m, float *theta,
+                                          const struct sgbd_batch *b,
+                                          size_t per_tensor, double h,
+                                          struct gradcheck_result *res,
+                                          double *min_frac)
 {
     const struct sgbd_params *p = &m->layout;
     struct fixture_loss_ctx c = {m, b, malloc(p->n * sizeof(float))};
@@ -257,9 +258,10 @@ out:
     return rc;
 }
 
-static int fixture_gradcheck_h(struct sgbd_model *m, float *theta,
-                               const struct sgbd_batch *b, size_t per_tensor,
-                               double h, struct gradcheck_result *res)
+static inline int fixture_gradcheck_h(struct sgbd_model *m, float *theta,
+                                      const struct sgbd_batch *b,
+                                      size_t per_tensor, double h,
+                                      struct gradcheck_result *res)
 {
     return fixture_gradcheck_cover(m, theta, b, per_tensor, h, res, NULL);
 }
@@ -276,9 +278,9 @@ static int fixture_gradcheck_h(struct sgbd_model *m, float *theta,
         CHECK_NEAR((res).worst_rel, 0.0, (tol));                               \
     } while (0)
 
-static int fixture_gradcheck(struct sgbd_model *m, float *theta,
-                             const struct sgbd_batch *b, size_t n_probe,
-                             struct gradcheck_result *res)
+static inline int fixture_gradcheck(struct sgbd_model *m, float *theta,
+                                    const struct sgbd_batch *b, size_t n_probe,
+                                    struct gradcheck_result *res)
 {
     return fixture_gradcheck_h(m, theta, b, n_probe, 0, res);
 }

@@ -1,5 +1,5 @@
-/* test_mmgcn.c - user co-occurrence, its 40-slot sample, neighbour
- * aggregation and fusion weights shared by DualGNN and DRAGON. */
+/* test_mmgcn.c - neighbour aggregation and fusion weights shared by
+ * DualGNN and DRAGON. */
 /* ctest: labels=unit,grad timeout=60 */
 #include <math.h>
 #include <stdint.h>
@@ -8,103 +8,7 @@
 #include "model_fixture.h"
 
 #include "../daemon/models/mmgcn.h"
-
-#define CU 30
-#define CI 20
-
-/* |I_u intersect I_w| by brute force over the sorted train sets. */
-static uint32_t brute_count(const struct sgbd_dataset *ds, uint32_t u,
-                            uint32_t w)
-{
-    uint32_t n = 0;
-
-    for (uint64_t a = ds->train.ptr[u]; a < ds->train.ptr[u + 1]; a++)
-        n += sgbd_itemsets_has(&ds->train, w, ds->train.items[a]) ? 1 : 0;
-    return n;
-}
-
-static void check_cooc(const struct sgbd_dataset *ds, size_t max_n)
-{
-    struct sgbd_mmgcn_cooc c;
-
-    CHECK_INT(sgbd_mmgcn_cooc_build(&c, ds, max_n), 0);
-    for (uint32_t u = 0; u < CU; u++) {
-        size_t want = 0;
-        for (uint32_t w = 0; w < CU; w++)
-            want += w != u && brute_count(ds, u, w) > 0;
-        want = want < max_n ? want : max_n;
-        CHECK_INT(c.ptr[u + 1] - c.ptr[u], want);
-        for (uint64_t k = c.ptr[u]; k < c.ptr[u + 1]; k++) {
-            CHECK(c.nbr[k] != u);
-            CHECK_NEAR(c.cnt[k], brute_count(ds, u, c.nbr[k]), 0);
-            if (k > c.ptr[u]) { /* count descending, then lower id */
-                CHECK(c.cnt[k] <= c.cnt[k - 1]);
-                if (c.cnt[k] == c.cnt[k - 1])
-                    CHECK(c.nbr[k] > c.nbr[k - 1]);
-            }
-        }
-        /* the kept ones are the best: nobody left out counts more */
-        if (c.ptr[u + 1] > c.ptr[u] && want == max_n) {
-            float last = c.cnt[c.ptr[u + 1] - 1];
-            for (uint32_t w = 0; w < CU; w++) {
-                int kept = 0;
-                for (uint64_t k = c.ptr[u]; k < c.ptr[u + 1]; k++)
-                    kept |= c.nbr[k] == w;
-                if (!kept && w != u)
-                    CHECK(brute_count(ds, u, w) <= last);
-            }
-        }
-    }
-    sgbd_mmgcn_cooc_free(&c);
-}
-
-static void test_mmgcn_cooc_matches_brute_force(void)
-{
-    struct sgbd_dataset ds;
-
-    fixture_dataset(&ds, CU, CI, 150, 1);
-    check_cooc(&ds, 200);
-    check_cooc(&ds, 5);
-    fixture_dataset_free(&ds);
-}
-
-static void test_mmgcn_sample_pads_and_weights(void)
-{
-    enum { K = 4 };
-    /* user 0: 6 neighbours; user 1: 2; user 2: none */
-    uint64_t ptr[4] = {0, 6, 8, 8};
-    uint32_t nbr[8] = {5, 3, 9, 1, 2, 7, 4, 6};
-    float cnt[8] = {6, 5, 5, 3, 2, 1, 3, 1};
-    struct sgbd_mmgcn_cooc c = {3, ptr, nbr, cnt};
-    uint32_t ids[3 * K];
-    float w[3 * K];
-    struct sgbd_rng rng;
-
-    sgbd_rng_init(&rng, 1, SGBD_RNG_GRAPH);
-    sgbd_mmgcn_cooc_sample(&c, K, ids, w, &rng);
-    double z = exp(6) + 2 * exp(5) + exp(3);
-    for (int s = 0; s < K; s++) {
-        CHECK_INT(ids[s], nbr[s]);
-        CHECK_NEAR(w[s], exp(cnt[s]) / z, 1e-6);
-    }
-    CHECK_INT(ids[K], 4);
-    CHECK_INT(ids[K + 1], 6);
-    double sum = 0, zz = 0;
-    for (int s = 0; s < K; s++) {
-        CHECK(ids[K + s] == 4 || ids[K + s] == 6);
-        zz += exp(ids[K + s] == 4 ? 3.0 : 1.0);
-    }
-    for (int s = 0; s < K; s++) {
-        double want = exp(ids[K + s] == 4 ? 3.0 : 1.0) / zz;
-        CHECK_NEAR(w[K + s], want, 1e-6);
-        sum += w[K + s];
-    }
-    CHECK_NEAR(sum, 1.0, 1e-6);
-    for (int s = 0; s < K; s++) {
-        CHECK_INT(ids[2 * K + s], 0);
-        CHECK_NEAR(w[2 * K + s], 0, 0);
-    }
-}
+#include "sgbd/layers.h"
 
 struct agg_ctx {
     uint32_t rows[5], nbr[6 * 3];
@@ -181,8 +85,6 @@ static void test_mmgcn_fusion_weights(void)
 
 int main(void)
 {
-    RUN(test_mmgcn_cooc_matches_brute_force);
-    RUN(test_mmgcn_sample_pads_and_weights);
     RUN(test_mmgcn_user_aggregation_gradient);
     RUN(test_mmgcn_fusion_weights);
     return harness_finish();

@@ -7,6 +7,7 @@
 #define SGBD_MODELS_COMMON_H
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,79 @@ static inline void mdl_mean_rows(const float *x, size_t D, const uint32_t *rows,
             s += x[(size_t)rows[k] * D + c];
         out[c] = n ? (float)(s / (double)n) : 0.0f;
     }
+}
+
+/*
+ * Channel weights of the combined item kNN graph (5.3): one channel gets
+ * 1; otherwise a channel named "image" gets mm_image_weight and the
+ * others share 1 - mm_image_weight equally (0.1 image + 0.9 text); with
+ * no "image" channel every channel gets 1/C.
+ */
+static inline void mdl_knn_weights(const struct sgbd_features *f,
+                                   double image_weight, double *w)
+{
+    int n_img = 0;
+
+    for (int c = 0; c < f->n; c++)
+        n_img += strcmp(f->ch[c].name, "image") == 0;
+    for (int c = 0; c < f->n; c++) {
+        int img = strcmp(f->ch[c].name, "image") == 0;
+        if (f->n == 1 || n_img == 0 || n_img == f->n)
+            w[c] = 1.0 / f->n;
+        else
+            w[c] = img ? image_weight / n_img
+                       : (1.0 - image_weight) / (f->n - n_img);
+    }
+}
+
+/* Row norms (rows) of m, clamped below at 1e-12 as 5.3 guards them. */
+static inline void mdl_row_norms(const float *m, size_t rows, size_t D,
+                                 float *out)
+{
+    for (size_t r = 0; r < rows; r++) {
+        double s = 0.0;
+        for (size_t c = 0; c < D; c++)
+            s += (double)m[r * D + c] * m[r * D + c];
+        s = sqrt(s);
+        out[r] = (float)(s > 1e-12 ? s : 1e-12);
+    }
+}
+
+/*
+ * The kNN row of a new item (5.3): the k rows of feat (I, D) most
+ * cosine-similar to q, where q itself is a candidate of index I with
+ * similarity 1 (an existing item is always in its own list); ties go to
+ * the lower index. norms from mdl_row_norms. out (k); returns how many
+ * were found (min(k, I + 1)).
+ */
+static inline size_t mdl_knn_query(const float *feat, const float *norms,
+                                   size_t I, size_t D, const float *q, size_t k,
+                                   uint32_t *out, float *sim)
+{
+    double qn = 0.0;
+    size_t n = 0;
+
+    for (size_t c = 0; c < D; c++)
+        qn += (double)q[c] * q[c];
+    qn = sqrt(qn) > 1e-12 ? sqrt(qn) : 1e-12;
+    for (size_t r = 0; r <= I; r++) {
+        float v = 1.0f;
+        if (r < I) {
+            double dot = 0.0;
+            for (size_t c = 0; c < D; c++)
+                dot += (double)feat[r * D + c] * q[c];
+            v = (float)(dot / ((double)norms[r] * qn));
+        }
+        if (n == k && !(v > sim[k - 1]))
+            continue; /* strictly better only: lower index wins ties */
+        size_t j = n < k ? n++ : k - 1;
+        while (j > 0 && v > sim[j - 1]) {
+            sim[j] = sim[j - 1], out[j] = out[j - 1];
+            j--;
+        }
+        sim[j] = v, out[j] = (uint32_t)r;
+    }
+    return n;
 }
 
 #endif

@@ -22,6 +22,7 @@
 #include "mmgcn.h"
 #include "sgbd/bpr.h"
 #include "sgbd/err.h"
+#include "sgbd/graph.h"
 #include "sgbd/layers.h"
 #include "sgbd/models.h"
 
@@ -36,7 +37,7 @@ struct dualgnn {
     int C, bug;
     double reg;
     int t_wu, t_wi; /* (U, C), (I, C); -1 with one channel */
-    struct sgbd_mmgcn_cooc cooc;
+    struct sgbd_graph_cooc cooc;
     uint32_t *nbr;   /* (U, K) sampled neighbours */
     float *aw;       /* (U, K) their softmax weights */
     float *zu, *dzu; /* (U, D) fused users and gradient */
@@ -61,7 +62,7 @@ static void dualgnn_free(struct sgbd_model *base)
         return;
     free_batch(m);
     free(m->dzu), free(m->zu), free(m->aw), free(m->nbr);
-    sgbd_mmgcn_cooc_free(&m->cooc);
+    sgbd_graph_cooc_free(&m->cooc);
     sgbd_mmgcn_deinit(&m->g);
     free(m);
 }
@@ -84,7 +85,8 @@ static int alloc_user_graph(struct dualgnn *m, const struct sgbd_dataset *ds)
 {
     size_t U = m->base.n_users;
     struct sgbd_rng rng;
-    int rc = sgbd_mmgcn_cooc_build(&m->cooc, ds, DUALGNN_COOC_MAX);
+    int rc = sgbd_graph_user_cooc(&m->cooc, &ds->train, ds->n_users,
+                                  ds->n_items, DUALGNN_COOC_MAX);
 
     if (rc < 0)
         return rc;
@@ -96,7 +98,7 @@ static int alloc_user_graph(struct dualgnn *m, const struct sgbd_dataset *ds)
         return -ENOMEM;
     /* a first sample, so the model works before any pre_epoch */
     sgbd_rng_init(&rng, 0, SGBD_RNG_GRAPH);
-    sgbd_mmgcn_cooc_sample(&m->cooc, DUALGNN_K, m->nbr, m->aw, &rng);
+    sgbd_graph_cooc_sample(&m->cooc, DUALGNN_K, &rng, m->nbr, m->aw);
     return 0;
 }
 
@@ -140,7 +142,7 @@ static int dualgnn_pre_epoch(struct sgbd_model *base, const float *theta,
 {
     struct dualgnn *m = (struct dualgnn *)base;
 
-    sgbd_mmgcn_cooc_sample(&m->cooc, DUALGNN_K, m->nbr, m->aw, rng);
+    sgbd_graph_cooc_sample(&m->cooc, DUALGNN_K, rng, m->nbr, m->aw);
     return 0;
 }
 

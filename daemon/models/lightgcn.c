@@ -1,13 +1,11 @@
 /*
  * lightgcn.c - LightGCN (reference/algorithms.md 6.1) on the flat arena.
  *
- * Forward for a batch: L SpMMs of the whole graph (A^l E0 for l = 1..L),
- * keeping from each layer only the 3B rows the batch scores. Backward:
- * the gradient wrt the final embeddings G lives on those 3B rows; the
- * gradient wrt E0 is (1/(L+1)) sum_l A^l G (5.7, A symmetric), evaluated
- * by Horner's rule G + A (G + A (G + ...)) in L more SpMMs, the last one
- * accumulating straight into the gradient arena. Nothing that depends on
- * theta survives a call; the (N, D) workspaces are allocated once.
+ * The propagation is lgn.h's: L SpMMs forward keeping the 3B batch rows,
+ * L SpMMs backward by Horner's rule, the last one accumulating straight
+ * into the gradient arena when the user and item tables are adjacent in
+ * it. Nothing that depends on theta survives a call; the (N, D)
+ * workspaces are allocated once.
  */
 #include <errno.h>
 #include <math.h>
@@ -16,8 +14,10 @@
 
 #include "common.h"
 #include "sgbd/bpr.h"
+#include "lgn.h"
 #include "sgbd/csr.h"
 #include "sgbd/err.h"
+#include "sgbd/graph.h"
 #include "sgbd/layers.h"
 #include "sgbd/models.h"
 
@@ -31,50 +31,16 @@ struct lightgcn {
     int t_user, t_item;  /* tensor indices in base.layout */
     int adjacent;        /* item rows follow user rows in the arena */
     struct sgbd_csr adj; /* A (N, N), symmetric normalised (5.1) */
-    uint32_t *seen;      /* distinct training items, ascending */
+    struct sgbd_lgn lgn;
+    uint32_t *seen; /* distinct training items, ascending */
     size_t n_seen;
     float *e0;         /* (N, D) [E_u; E_i] copy, when !adjacent */
-    float *xa, *xb;    /* (N, D) propagation buffers */
-    float *g;          /* (N, D) gradient wrt final rows; kept zero */
     size_t cap;        /* batch rows the buffers below hold */
     uint32_t *idx;     /* (3B) node of each scored row */
     float *fin, *dfin; /* (3B, D) final rows and their gradient */
     float *l0, *dl0;   /* (3B, D) layer-0 rows and their gradient */
     float *x, *dx;     /* (B) score differences */
 };
-
-/* Symmetric normalised bipartite adjacency of 5.1: duplicates collapse,
- * no self loops, value 1 / sqrt((d_r + eps)(d_c + eps)). */
-static int build_adjacency(struct sgbd_csr *out, const struct sgbd_dataset *ds)
-{
-    size_t n = ds->n_train, N = (size_t)ds->n_users + ds->n_items;
-    uint32_t *row = malloc(2 * n * sizeof(*row) + 1);
-    uint32_t *col = malloc(2 * n * sizeof(*col) + 1);
-    int rc = -ENOMEM;
-
-    if (!row || !col)
-        goto out;
-    for (size_t k = 0; k < n; k++) {
-        row[k] = col[n + k] = ds->train_users[k];
-        col[k] = row[n + k] = ds->n_users + ds->train_items[k];
-    }
-    rc = sgbd_csr_from_coo(out, N, N, 2 * n, row, col, NULL, 1);
-    if (rc < 0)
-        goto out;
-    for (size_t r = 0; r < N; r++) {
-        double dr = (double)(out->ptr[r + 1] - out->ptr[r]);
-        for (uint64_t e = out->ptr[r]; e < out->ptr[r + 1]; e++) {
-            uint32_t c = out->col[e];
-            double dc = (double)(out->ptr[c + 1] - out->ptr[c]);
-            out->val[e] = (float)(1.0 / sqrt((dr + LIGHTGCN_ADJ_EPS) *
-                                             (dc + LIGHTGCN_ADJ_EPS)));
-        }
-    }
-out:
-    free(col);
-    free(row);
-    return rc;
-}
 
 static void lightgcn_free(struct sgbd_model *base)
 {
@@ -86,8 +52,9 @@ static void lightgcn_free(struct sgbd_model *base)
     free(m->l0), free(m->dl0);
     free(m->fin), free(m->dfin);
     free(m->idx);
-    free(m->g), free(m->xb), free(m->xa), free(m->e0);
+    free(m->e0);
     free(m->seen);
+    sgbd_lgn_deinit(&m->lgn);
     sgbd_csr_free(&m->adj);
     free(m);
 }
@@ -119,18 +86,20 @@ static int declare_layout(struct lightgcn *m)
     return 0;
 }
 
-static int alloc_graph_buffers(struct lightgcn *m,
-                               const struct sgbd_dataset *ds)
+static int alloc_graph(struct lightgcn *m, const struct sgbd_dataset *ds)
 {
-    size_t nd = m->N * m->D * sizeof(float);
+    int rc =
+        sgbd_graph_norm_adj(&m->adj, ds->n_users, ds->n_items, ds->n_train,
+                            ds->train_users, ds->train_items, LIGHTGCN_ADJ_EPS);
 
+    if (rc == 0)
+        rc = sgbd_lgn_init(&m->lgn, m->N, m->D, m->L);
+    if (rc < 0)
+        return rc;
     m->seen = malloc(ds->n_neg_items * sizeof(*m->seen) + 1);
-    m->xa = malloc(nd);
-    m->xb = malloc(nd);
-    m->g = calloc(m->N * m->D, sizeof(float));
     if (!m->adjacent)
-        m->e0 = malloc(nd);
-    if (!m->seen || !m->xa || !m->xb || !m->g || (!m->adjacent && !m->e0))
+        m->e0 = malloc(m->N * m->D * sizeof(float));
+    if (!m->seen || (!m->adjacent && !m->e0))
         return -ENOMEM;
     memcpy(m->seen, ds->neg_items, ds->n_neg_items * sizeof(*m->seen));
     m->n_seen = ds->n_neg_items;
@@ -159,9 +128,7 @@ static int lightgcn_create(struct sgbd_model **out,
 
     rc = declare_layout(m);
     if (rc == 0)
-        rc = build_adjacency(&m->adj, in->ds);
-    if (rc == 0)
-        rc = alloc_graph_buffers(m, in->ds);
+        rc = alloc_graph(m, in->ds);
     if (rc < 0) {
         lightgcn_free(&m->base);
         return rc;
@@ -219,37 +186,7 @@ static void batch_index(struct lightgcn *m, const struct sgbd_batch *b)
     }
 }
 
-static void gather_add(float *out, const float *x, const uint32_t *idx,
-                       size_t n, size_t D)
-{
-    for (size_t r = 0; r < n; r++)
-        sgbd_mat_axpy(D, 1.0f, x + (size_t)idx[r] * D, out + r * D);
-}
-
-/* fin = mean over layers of the batch rows of A^l E0; l0 = layer 0. */
-static int forward_rows(struct lightgcn *m, const float *e0, size_t rows)
-{
-    const float *cur = e0;
-    size_t D = m->D;
-
-    sgbd_layer_gather_rows(m->l0, e0, m->idx, rows, D);
-    memcpy(m->fin, m->l0, rows * D * sizeof(float));
-    for (int l = 1; l <= m->L; l++) {
-        float *nxt = (l & 1) ? m->xa : m->xb;
-        int rc =
-            sgbd_csr_spmm(sgbd_mat_view(nxt, m->N, D), &m->adj,
-                          sgbd_mat_view((float *)cur, m->N, D), 1.0f, 0.0f);
-        if (rc < 0)
-            return rc;
-        gather_add(m->fin, nxt, m->idx, rows, D);
-        cur = nxt;
-    }
-    sgbd_mat_scale(rows * D, 1.0f / (float)(m->L + 1), m->fin);
-    return 0;
-}
-
-/* BPR + reg * EmbLoss of the batch; fills dfin (already scaled by the
- * layer mean 1/(L+1)) and dl0. */
+/* BPR + reg * EmbLoss of the batch; fills dfin and dl0. */
 static double batch_loss(struct lightgcn *m, size_t B)
 {
     size_t D = m->D, bd = B * D;
@@ -264,7 +201,6 @@ static double batch_loss(struct lightgcn *m, size_t B)
     loss = sgbd_bpr_loss_ln(B, m->x, m->dx, 1.0);
     sgbd_layer_bpr_diff_backward(m->dfin, m->dfin + bd, m->dfin + 2 * bd, m->dx,
                                  u, p, q, B, D);
-    sgbd_mat_scale(3 * bd, 1.0f / (float)(m->L + 1), m->dfin);
     for (int j = 0; j < 3; j++) {
         e[j] = sgbd_mat_view(m->l0 + j * bd, B, D);
         de[j] = sgbd_mat_view(m->dl0 + j * bd, B, D);
@@ -272,48 +208,24 @@ static double batch_loss(struct lightgcn *m, size_t B)
     return loss + sgbd_emb_loss(3, e, de, m->reg);
 }
 
-/* gnode (N, D) += sum_{l=0..L} A^l G, G = scatter of dfin (Horner). */
-static int propagate_back(struct lightgcn *m, float *gnode, size_t rows)
-{
-    size_t D = m->D;
-    const float *cur = m->g;
-    int rc = 0;
-
-    if (m->L > 0)
-        sgbd_layer_scatter_add_rows(m->g, m->dfin, m->idx, rows, D);
-    for (int k = 1; k < m->L && rc == 0; k++) {
-        float *nxt = (k & 1) ? m->xa : m->xb;
-        rc = sgbd_csr_spmm(sgbd_mat_view(nxt, m->N, D), &m->adj,
-                           sgbd_mat_view((float *)cur, m->N, D), 1.0f, 0.0f);
-        sgbd_layer_scatter_add_rows(nxt, m->dfin, m->idx, rows, D);
-        cur = nxt;
-    }
-    if (m->L > 0 && rc == 0)
-        rc = sgbd_csr_spmm(sgbd_mat_view(gnode, m->N, D), &m->adj,
-                           sgbd_mat_view((float *)cur, m->N, D), 1.0f, 1.0f);
-    for (size_t r = 0; r < rows; r++) /* g back to all zeros */
-        memset(m->g + (size_t)m->idx[r] * D, 0, D * sizeof(float));
-    if (rc < 0)
-        return rc;
-    sgbd_layer_scatter_add_rows(gnode, m->dfin, m->idx, rows, D);
-    sgbd_layer_scatter_add_rows(gnode, m->dl0, m->idx, rows, D);
-    return 0;
-}
-
+/* Through the propagation (and the EmbLoss rows) into the arena. */
 static int backward(struct lightgcn *m, float *grad, size_t rows)
 {
     const struct sgbd_params *p = &m->base.layout;
     size_t ud = (size_t)m->base.n_users * m->D;
     float *gu = grad + p->t[m->t_user].offset;
     float *gi = grad + p->t[m->t_item].offset;
+    float *gnode = m->adjacent ? gu : m->e0; /* e0 is free after forward */
     int rc;
 
-    if (m->adjacent)
-        return propagate_back(m, gu, rows);
-    memset(m->e0, 0, m->N * m->D * sizeof(float)); /* e0 is free now */
-    rc = propagate_back(m, m->e0, rows);
+    if (!m->adjacent)
+        memset(m->e0, 0, m->N * m->D * sizeof(float));
+    rc = sgbd_lgn_backward_rows(&m->lgn, &m->adj, m->dfin, m->idx, rows, gnode);
     if (rc < 0)
         return rc;
+    sgbd_layer_scatter_add_rows(gnode, m->dl0, m->idx, rows, m->D);
+    if (m->adjacent)
+        return 0;
     sgbd_mat_axpy(ud, 1.0f, m->e0, gu);
     sgbd_mat_axpy((size_t)m->base.n_items * m->D, 1.0f, m->e0 + ud, gi);
     return 0;
@@ -331,7 +243,9 @@ static double lightgcn_loss_grad(struct sgbd_model *base, const float *theta,
     if (mdl_check_batch("lightgcn", base, b) < 0 || reserve_batch(m, b->n) < 0)
         return NAN;
     batch_index(m, b);
-    if (forward_rows(m, node_matrix(m, theta), rows) < 0)
+    const float *e0 = node_matrix(m, theta);
+    sgbd_layer_gather_rows(m->l0, e0, m->idx, rows, m->D);
+    if (sgbd_lgn_forward_rows(&m->lgn, &m->adj, e0, m->idx, rows, m->fin) < 0)
         return NAN;
     loss = batch_loss(m, b->n);
     if (backward(m, grad, rows) < 0)
@@ -339,25 +253,10 @@ static double lightgcn_loss_grad(struct sgbd_model *base, const float *theta,
     return loss;
 }
 
-/* out (N, D) = mean over layers 0..L of A^l E0, through xa / xb. */
+/* out (N, D) = mean over layers 0..L of A^l E0. */
 static int forward_all(struct lightgcn *m, const float *theta, float *out)
 {
-    const float *e0 = node_matrix(m, theta), *cur = e0;
-    size_t nd = m->N * m->D;
-
-    memcpy(out, e0, nd * sizeof(float));
-    for (int l = 1; l <= m->L; l++) {
-        float *nxt = (l & 1) ? m->xa : m->xb;
-        int rc =
-            sgbd_csr_spmm(sgbd_mat_view(nxt, m->N, m->D), &m->adj,
-                          sgbd_mat_view((float *)cur, m->N, m->D), 1.0f, 0.0f);
-        if (rc < 0)
-            return rc;
-        sgbd_mat_axpy(nd, 1.0f, nxt, out);
-        cur = nxt;
-    }
-    sgbd_mat_scale(nd, 1.0f / (float)(m->L + 1), out);
-    return 0;
+    return sgbd_lgn_forward_all(&m->lgn, &m->adj, node_matrix(m, theta), out);
 }
 
 static int lightgcn_embed(struct sgbd_model *base, const float *theta,

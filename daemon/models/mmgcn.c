@@ -13,43 +13,9 @@
 #include "common.h"
 #include "sgbd/bpr.h"
 #include "sgbd/err.h"
+#include "sgbd/graph.h"
 #include "sgbd/layers.h"
 #include "sgbd/mat.h"
-
-/* A of 5.2: every training row as (u, U+i) and (U+i, u), duplicates
- * kept (they add up), weight count / sqrt(deg_r deg_c) with degrees that
- * count the duplicates. */
-static int build_gcn_adjacency(struct sgbd_csr *out,
-                               const struct sgbd_dataset *ds)
-{
-    size_t n = ds->n_train, N = (size_t)ds->n_users + ds->n_items;
-    uint32_t *row = malloc(2 * n * sizeof(*row) + 1);
-    uint32_t *col = malloc(2 * n * sizeof(*col) + 1);
-    double *deg = calloc(N, sizeof(*deg));
-    int rc = -ENOMEM;
-
-    if (!row || !col || !deg)
-        goto out;
-    for (size_t k = 0; k < n; k++) {
-        row[k] = col[n + k] = ds->train_users[k];
-        col[k] = row[n + k] = ds->n_users + ds->train_items[k];
-    }
-    rc = sgbd_csr_from_coo(out, N, N, 2 * n, row, col, NULL, 1);
-    if (rc < 0)
-        goto out;
-    for (size_t r = 0; r < N; r++)
-        for (uint64_t e = out->ptr[r]; e < out->ptr[r + 1]; e++)
-            deg[r] += out->val[e];
-    for (size_t r = 0; r < N; r++)
-        for (uint64_t e = out->ptr[r]; e < out->ptr[r + 1]; e++)
-            out->val[e] =
-                (float)(out->val[e] / sqrt(deg[r] * deg[out->col[e]]));
-out:
-    free(deg);
-    free(col);
-    free(row);
-    return rc;
-}
 
 static int add_tensor(struct sgbd_params *p, const char *ch, const char *suffix,
                       size_t rows, size_t cols, enum sgbd_init init,
@@ -135,7 +101,8 @@ int sgbd_mmgcn_init(struct sgbd_mmgcn *g, const struct sgbd_model_input *in,
     rc = -ENOMEM;
     if (!g->ta || !g->tb || !g->dft || !g->dh)
         goto fail;
-    rc = build_gcn_adjacency(&g->adj, in->ds);
+    rc = sgbd_graph_edge_adj(&g->adj, g->U, g->I, in->ds->n_train,
+                             in->ds->train_users, in->ds->train_items);
     if (rc == 0)
         return 0;
 fail:
@@ -309,158 +276,6 @@ int sgbd_mmgcn_new_item(const struct sgbd_mmgcn *g, const float *theta, int c,
         sgbd_layer_rownorm_forward(out, &norm, out, 1, g->D);
     free(h);
     return rc;
-}
-
-/* ---- user co-occurrence (2.3) and its per-epoch sample (5.4) -------- */
-
-struct cooc_pair {
-    uint32_t id;
-    uint32_t n;
-};
-
-static int by_count_then_id(const void *a, const void *b)
-{
-    const struct cooc_pair *x = a, *y = b;
-
-    if (x->n != y->n)
-        return x->n > y->n ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
-
-/* Item posting lists: users of item i are users[ptr[i] .. ptr[i+1]). */
-static int item_postings(const struct sgbd_dataset *ds, uint64_t **ptr_out,
-                         uint32_t **users_out)
-{
-    uint32_t U = ds->n_users, I = ds->n_items;
-    uint64_t total = ds->train.ptr[U];
-    uint64_t *ptr = calloc((size_t)I + 2, sizeof(*ptr));
-    uint32_t *users = malloc(total * sizeof(*users) + 1);
-
-    if (!ptr || !users) {
-        free(ptr), free(users);
-        return -ENOMEM;
-    }
-    for (uint64_t k = 0; k < total; k++)
-        ptr[ds->train.items[k] + 2]++;
-    for (uint32_t i = 0; i < I; i++)
-        ptr[i + 2] += ptr[i + 1];
-    for (uint32_t u = 0; u < U; u++) /* users come out ascending */
-        for (uint64_t k = ds->train.ptr[u]; k < ds->train.ptr[u + 1]; k++)
-            users[ptr[ds->train.items[k] + 1]++] = u;
-    *ptr_out = ptr;
-    *users_out = users;
-    return 0;
-}
-
-/* The top max_n co-occurring users of u into pairs; returns how many. */
-static size_t user_row(const struct sgbd_dataset *ds, const uint64_t *iptr,
-                       const uint32_t *iusers, uint32_t u, uint32_t *count,
-                       struct cooc_pair *pairs)
-{
-    size_t n = 0;
-
-    for (uint64_t k = ds->train.ptr[u]; k < ds->train.ptr[u + 1]; k++) {
-        uint32_t i = ds->train.items[k];
-        for (uint64_t j = iptr[i]; j < iptr[i + 1]; j++) {
-            uint32_t w = iusers[j];
-            if (w == u)
-                continue;
-            if (count[w]++ == 0)
-                pairs[n++].id = w;
-        }
-    }
-    for (size_t j = 0; j < n; j++) {
-        pairs[j].n = count[pairs[j].id];
-        count[pairs[j].id] = 0;
-    }
-    qsort(pairs, n, sizeof(*pairs), by_count_then_id);
-    return n;
-}
-
-static int cooc_grow(struct sgbd_mmgcn_cooc *c, size_t need, size_t *cap)
-{
-    if (need <= *cap)
-        return 0;
-    size_t ncap = *cap ? 2 * *cap : 1024;
-    while (ncap < need)
-        ncap *= 2;
-    uint32_t *nbr = realloc(c->nbr, ncap * sizeof(*nbr));
-    if (!nbr)
-        return -ENOMEM;
-    c->nbr = nbr;
-    float *cnt = realloc(c->cnt, ncap * sizeof(*cnt));
-    if (!cnt)
-        return -ENOMEM;
-    c->cnt = cnt;
-    *cap = ncap;
-    return 0;
-}
-
-int sgbd_mmgcn_cooc_build(struct sgbd_mmgcn_cooc *out,
-                          const struct sgbd_dataset *ds, size_t max_n)
-{
-    uint32_t U = ds->n_users;
-    uint64_t *iptr = NULL;
-    uint32_t *iusers = NULL, *count = calloc(U, sizeof(*count));
-    struct cooc_pair *pairs = malloc((size_t)U * sizeof(*pairs) + 1);
-    struct sgbd_mmgcn_cooc c = {U, calloc((size_t)U + 1, sizeof(uint64_t)),
-                                NULL, NULL};
-    size_t cap = 0;
-    int rc = -ENOMEM;
-
-    if (!count || !pairs || !c.ptr || item_postings(ds, &iptr, &iusers) < 0)
-        goto out;
-    for (uint32_t u = 0; u < U; u++) {
-        size_t n = user_row(ds, iptr, iusers, u, count, pairs);
-        n = n < max_n ? n : max_n;
-        if (cooc_grow(&c, c.ptr[u] + n, &cap) < 0)
-            goto out;
-        for (size_t j = 0; j < n; j++) {
-            c.nbr[c.ptr[u] + j] = pairs[j].id;
-            c.cnt[c.ptr[u] + j] = (float)pairs[j].n;
-        }
-        c.ptr[u + 1] = c.ptr[u] + n;
-    }
-    *out = c;
-    c.ptr = NULL, c.nbr = NULL, c.cnt = NULL;
-    rc = 0;
-out:
-    sgbd_mmgcn_cooc_free(&c);
-    free(iusers), free(iptr), free(pairs), free(count);
-    return rc;
-}
-
-void sgbd_mmgcn_cooc_free(struct sgbd_mmgcn_cooc *c)
-{
-    if (!c)
-        return;
-    free(c->ptr), free(c->nbr), free(c->cnt);
-    c->ptr = NULL, c->nbr = NULL, c->cnt = NULL;
-}
-
-void sgbd_mmgcn_cooc_sample(const struct sgbd_mmgcn_cooc *c, size_t k,
-                            uint32_t *nbr, float *w, struct sgbd_rng *rng)
-{
-    for (uint32_t u = 0; u < c->n_users; u++) {
-        uint32_t *ids = nbr + (size_t)u * k;
-        float *wt = w + (size_t)u * k;
-        size_t have = c->ptr[u + 1] - c->ptr[u];
-
-        if (have == 0) {
-            memset(ids, 0, k * sizeof(*ids));
-            memset(wt, 0, k * sizeof(*wt));
-            continue;
-        }
-        size_t n = have < k ? have : k;
-        memcpy(ids, c->nbr + c->ptr[u], n * sizeof(*ids));
-        memcpy(wt, c->cnt + c->ptr[u], n * sizeof(*wt));
-        for (; n < k; n++) { /* pad from the growing list */
-            size_t r = (size_t)sgbd_rng_below(rng, n);
-            ids[n] = ids[r];
-            wt[n] = wt[r];
-        }
-        sgbd_layer_softmax_rows(wt, wt, 1, k);
-    }
 }
 
 /* ---- fusion weights and user aggregation ---------------------------- */

@@ -22,7 +22,6 @@
 #include "sgbd/csr.h"
 #include "sgbd/model.h"
 #include "sgbd/params.h"
-#include "sgbd/rng.h"
 
 struct sgbd_mmgcn_channel {
     size_t dim;       /* D_c */
@@ -78,33 +77,6 @@ double sgbd_mmgcn_pref_reg(const struct sgbd_mmgcn *g, const float *theta,
  */
 int sgbd_mmgcn_new_item(const struct sgbd_mmgcn *g, const float *theta, int c,
                         const float *f, float *out);
-
-/*
- * User co-occurrence lists (algorithms.md 2.3): for each user the other
- * users sharing at least one training item, by count descending (lower id
- * first among equals), at most max_n. Computed sparsely through the item
- * posting lists, never a dense U x U matrix.
- */
-struct sgbd_mmgcn_cooc {
-    uint32_t n_users;
-    uint64_t *ptr; /* (U + 1) */
-    uint32_t *nbr; /* (ptr[U]) */
-    float *cnt;    /* (ptr[U]) co-occurrence counts */
-};
-
-int sgbd_mmgcn_cooc_build(struct sgbd_mmgcn_cooc *out,
-                          const struct sgbd_dataset *ds, size_t max_n);
-void sgbd_mmgcn_cooc_free(struct sgbd_mmgcn_cooc *c);
-
-/*
- * The per-epoch sample of 5.4: k slots per user; users with >= k
- * neighbours take the first k; users with 1..k-1 pad by appending a
- * uniformly drawn element of the growing list (id and count) until k;
- * weights a = softmax(counts) over the k slots; users with none get ids
- * 0 and weights 0. nbr, w (U, k).
- */
-void sgbd_mmgcn_cooc_sample(const struct sgbd_mmgcn_cooc *c, size_t k,
-                            uint32_t *nbr, float *w, struct sgbd_rng *rng);
 
 /*
  * Fusion weights weight_u / weight_i (6.2): MMRec draws xavier_normal on

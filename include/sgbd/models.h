@@ -63,4 +63,25 @@ extern const struct sgbd_model_ops sgbd_vbpr_ops;
  */
 extern const struct sgbd_model_ops sgbd_dualgnn_ops;
 
+/*
+ * DRAGON (6.3). The GCN block and tensors of DualGNN per channel, and
+ * "weight_u" (U, C) with two or more channels (same reparametrisation).
+ * Fusion "cat": items Y_i = [R_c[U+i]]_c, users Y_u = [w_uc R_c[u]]_c
+ * (W = 64 C wide, channels in dataset order); then Y'_i = Y_i + G Y_i
+ * with G the frozen item kNN graph of the raw features (5.3; knn_k,
+ * mm_image_weight for the "image" channel, the rest shared by the other
+ * channels; one channel: weight 1) and Y'_u = Y_u + the 40 sampled
+ * co-occurring users' Y with softmax(count) weights (pre_epoch
+ * resamples). Loss: log2 BPR + reg_weight [sum_c mean(P_c[u_b]^2) +
+ * mean(weight_u^2)]. D_out = 64 C.
+ * embed_new_item: Y_new = [rownorm(MLP_c(f_c))]_c (its R_c rows, as it
+ * has no edges), plus the item-graph hop over the new item's own kNN
+ * list (cosine on the raw features against every item, the new item
+ * itself included as 5.3 includes every item): Y_new + sum_c (w_c / k)
+ * sum_{j in list_c} Y_j, where the Y_j of existing items come from a full
+ * forward at theta (about one training forward of cost). A missing
+ * channel takes its mean feature vector.
+ */
+extern const struct sgbd_model_ops sgbd_dragon_ops;
+
 #endif

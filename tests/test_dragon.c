@@ -1,0 +1,274 @@
+/* test_dragon.c - DRAGON: dense reference, gradients, cold start. */
+/* ctest: labels=unit,grad timeout=300 */
+#include <math.h>
+#include <stdint.h>
+
+#include "harness.h"
+#include "mmgcn_ref.h"
+#include "model_fixture.h"
+#include "sgbd/err.h"
+#include "sgbd/models.h"
+
+#define TU  7
+#define TI  9
+#define TN  (TU + TI)
+#define LD  64 /* DRAGON's fixed latent width */
+#define KNN 3
+
+static const char *const names2[2] = {"image", "text"};
+static const size_t dims2[2] = {5, 3};
+static const char *const names1[1] = {"image"};
+static const size_t dims1[1] = {6};
+
+static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                const struct sgbd_features *f, double reg)
+{
+    struct sgbd_hparams hp;
+    struct sgbd_model_input in = {ds, f, &hp};
+
+    sgbd_hparams_defaults(&hp);
+    hp.reg_weight = reg;
+    hp.knn_k = KNN;
+    return sgbd_dragon_ops.create(m, &in);
+}
+
+static double cosine(const float *a, const float *b, size_t n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t k = 0; k < n; k++)
+        ab += (double)a[k] * b[k], aa += (double)a[k] * a[k],
+            bb += (double)b[k] * b[k];
+    return ab / (sqrt(aa) * sqrt(bb));
+}
+
+/* The KNN most similar of cand[0..n) to q, by similarity then index. */
+static void top_knn(const float *const *cand, size_t n, const float *q,
+                    size_t dim, int *out)
+{
+    double s[TI + 1];
+    int used[TI + 1] = {0};
+
+    for (size_t j = 0; j < n; j++)
+        s[j] = cosine(cand[j], q, dim);
+    for (int k = 0; k < KNN; k++) {
+        int best = -1;
+        for (size_t j = 0; j < n; j++)
+            if (!used[j] && (best < 0 || s[j] > s[best] + 1e-12))
+                best = (int)j;
+        used[best] = 1;
+        out[k] = best;
+    }
+}
+
+/* Dense G (I, I) of 5.3: 0.1 image + 0.9 text, 1/k per kept neighbour. */
+static void dense_knn(double *G, const struct sgbd_features *f)
+{
+    const float *cand[TI];
+    int nb[KNN];
+
+    memset(G, 0, TI * TI * sizeof(double));
+    for (int c = 0; c < f->n; c++) {
+        double w = f->n == 1 ? 1.0 : c == 0 ? 0.1 : 0.9;
+        for (int j = 0; j < TI; j++)
+            cand[j] = sgbd_mat_row(f->ch[c].m, j);
+        for (int i = 0; i < TI; i++) {
+            top_knn(cand, TI, cand[i], f->ch[c].m.cols, nb);
+            for (int k = 0; k < KNN; k++)
+                G[i * TI + nb[k]] += w / KNN;
+        }
+    }
+}
+
+static void isolated_user_dataset(struct sgbd_dataset *ds, uint64_t seed)
+{
+    fixture_dataset(ds, TU, TI, 30, seed);
+    for (size_t k = 0; k < ds->n_train; k++)
+        if (ds->train_users[k] == 0)
+            ds->train_items[k] = TI - 1;
+    fixture_dataset_rebuild(ds);
+}
+
+static void test_dragon_forward_matches_dense_reference(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m = NULL;
+    static double rv[TN * LD], rt[TN * LD], G[TI * TI];
+    static float users[TU * 2 * LD], items[TI * 2 * LD];
+    const size_t W = 2 * LD;
+
+    isolated_user_dataset(&ds, 1);
+    fixture_features(&f, TI, 2, names2, dims2, 2);
+    CHECK_INT(make(&m, &ds, &f, 1e-3), 0);
+    CHECK_INT(m->dim, W);
+    float *theta = fixture_theta(m, 3, 1.0f);
+    float *wu = (float *)ref_tensor(m, theta, "", "weight_u");
+    wu[0] += 0.2f, wu[1] -= 0.1f;
+    ref_gcn_channel(rv, m, theta, &ds, &f.ch[0], LD);
+    ref_gcn_channel(rt, m, theta, &ds, &f.ch[1], LD);
+    dense_knn(G, &f);
+    CHECK_INT(m->ops->embed(m, theta, sgbd_mat_view(users, TU, W),
+                            sgbd_mat_view(items, TI, W)),
+              0);
+    for (int i = 0; i < TI; i++)
+        for (int d = 0; d < LD; d++) {
+            double v = rv[(TU + i) * LD + d], t = rt[(TU + i) * LD + d];
+            for (int j = 0; j < TI; j++) {
+                v += G[i * TI + j] * rv[(TU + j) * LD + d];
+                t += G[i * TI + j] * rt[(TU + j) * LD + d];
+            }
+            CHECK_NEAR(items[i * W + d], v, 1e-5);
+            CHECK_NEAR(items[i * W + LD + d], t, 1e-5);
+        }
+    for (int d = 0; d < LD; d++) { /* user 0 has no co-occurring user */
+        CHECK_NEAR(users[d], (0.5 + wu[0]) * rv[d], 1e-5);
+        CHECK_NEAR(users[LD + d], (0.5 + wu[1]) * rt[d], 1e-5);
+    }
+    sgbd_params_free_arena(theta);
+    m->ops->free(m);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
+static void check_gradient(int n_ch, double reg)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m = NULL;
+    struct fixture_batch fb;
+    struct gradcheck_result res;
+    double frac;
+
+    fixture_dataset(&ds, TU, TI, 30, 7);
+    fixture_features(&f, TI, n_ch, n_ch == 1 ? names1 : names2,
+                     n_ch == 1 ? dims1 : dims2, 8);
+    fixture_batch(&fb, &ds, 6, 9);
+    CHECK_INT(make(&m, &ds, &f, reg), 0);
+    float *theta = fixture_theta(m, 10, 1.0f);
+    CHECK(fixture_gradcheck_cover(m, theta, &fb.b, 60, 3e-2, &res, &frac) == 0);
+    gradcheck_print("dragon", &res);
+    CHECK_MODEL_GRAD(res, frac, 1e-2);
+    sgbd_params_free_arena(theta);
+    m->ops->free(m);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
+static void test_dragon_loss_gradient(void)
+{
+    check_gradient(2, 0.1);
+    check_gradient(1, 0.1);
+}
+
+static void test_dragon_loss_is_deterministic_and_adds(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m = NULL;
+    struct fixture_batch fb;
+
+    fixture_dataset(&ds, TU, TI, 30, 11);
+    fixture_features(&f, TI, 2, names2, dims2, 12);
+    fixture_batch(&fb, &ds, 8, 13);
+    CHECK_INT(make(&m, &ds, &f, 1e-2), 0);
+    size_t n = m->layout.n;
+    float *theta = fixture_theta(m, 14, 1.0f);
+    float *g1 = calloc(n, sizeof(float)), *g2 = calloc(n, sizeof(float));
+    float *g3 = malloc(n * sizeof(float));
+    for (size_t k = 0; k < n; k++)
+        g3[k] = 0.125f;
+    double l1 = m->ops->loss_grad(m, theta, g1, &fb.b);
+    double l2 = m->ops->loss_grad(m, theta, g2, &fb.b);
+    double l3 = m->ops->loss_grad(m, theta, g3, &fb.b);
+    CHECK(isfinite(l1) && l1 == l2 && l1 == l3);
+    CHECK(memcmp(g1, g2, n * sizeof(float)) == 0);
+    for (size_t k = 0; k < n; k++)
+        CHECK_NEAR(g3[k], g1[k] + 0.125f, 1e-6);
+    free(g3), free(g2), free(g1);
+    sgbd_params_free_arena(theta);
+    m->ops->free(m);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
+static void test_dragon_new_item_from_features(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m = NULL;
+    static double rv[TN * LD], rt[TN * LD];
+    double xv[LD], xt[LD];
+    float v[2 * LD], q[2][5];
+
+    fixture_dataset(&ds, TU, TI, 30, 15);
+    fixture_features(&f, TI, 2, names2, dims2, 16);
+    CHECK_INT(make(&m, &ds, &f, 1e-3), 0);
+    float *theta = fixture_theta(m, 17, 1.0f);
+    for (int k = 0; k < 5; k++) /* a new image near item 2's */
+        q[0][k] = sgbd_mat_row(f.ch[0].m, 2)[k] + 0.1f * (k - 2);
+    for (int k = 0; k < 3; k++)
+        q[1][k] = sgbd_mat_row(f.ch[1].m, 6)[k] * 0.5f + 0.2f;
+    const float *feats[2] = {q[0], q[1]};
+    CHECK_INT(m->ops->embed_new_item(m, theta, feats, v), 0);
+
+    ref_gcn_channel(rv, m, theta, &ds, &f.ch[0], LD);
+    ref_gcn_channel(rt, m, theta, &ds, &f.ch[1], LD);
+    ref_mlp_row(xv, m, theta, "image", q[0], 5, LD);
+    ref_mlp_row(xt, m, theta, "text", q[1], 3, LD);
+    double want[2 * LD];
+    for (int d = 0; d < LD; d++)
+        want[d] = xv[d], want[LD + d] = xt[d];
+    for (int c = 0; c < 2; c++) {
+        const float *cand[TI + 1];
+        int nb[KNN];
+        for (int j = 0; j < TI; j++)
+            cand[j] = sgbd_mat_row(f.ch[c].m, j);
+        cand[TI] = q[c]; /* the new item is in its own list */
+        top_knn(cand, TI + 1, q[c], c == 0 ? 5 : 3, nb);
+        double w = (c == 0 ? 0.1 : 0.9) / KNN;
+        for (int k = 0; k < KNN; k++)
+            for (int d = 0; d < LD; d++) {
+                double yv = nb[k] == TI ? xv[d] : rv[(TU + nb[k]) * LD + d];
+                double yt = nb[k] == TI ? xt[d] : rt[(TU + nb[k]) * LD + d];
+                want[d] += w * yv;
+                want[LD + d] += w * yt;
+            }
+    }
+    for (int d = 0; d < 2 * LD; d++)
+        CHECK_NEAR(v[d], want[d], 1e-5);
+    sgbd_params_free_arena(theta);
+    m->ops->free(m);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
+static void test_dragon_rejects_bad_input(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m = NULL;
+    struct sgbd_hparams hp;
+    struct sgbd_model_input in = {&ds, &f, &hp};
+
+    fixture_dataset(&ds, TU, TI, 30, 21);
+    CHECK_INT(make(&m, &ds, NULL, 1e-3), SGBD_E_CONFIG);
+    fixture_features(&f, TI, 2, names2, dims2, 22);
+    sgbd_hparams_defaults(&hp);
+    hp.knn_k = 0;
+    CHECK_INT(sgbd_dragon_ops.create(&m, &in), SGBD_E_CONFIG);
+    CHECK(m == NULL);
+    CHECK(sgbd_model_find("dragon") == &sgbd_dragon_ops);
+    sgbd_dragon_ops.free(NULL);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
+int main(void)
+{
+    RUN(test_dragon_forward_matches_dense_reference);
+    RUN(test_dragon_loss_gradient);
+    RUN(test_dragon_loss_is_deterministic_and_adds);
+    RUN(test_dragon_new_item_from_features);
+    RUN(test_dragon_rejects_bad_input);
+    return harness_finish();
+}
