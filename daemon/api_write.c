@@ -445,15 +445,23 @@ static void store_events(struct call *c, const struct sgbd_store_event *ev,
                          size_t n)
 {
     struct sgbd_overlay_edit *ed = malloc(n * sizeof(*ed));
-    size_t n_new = 0;
+    uint64_t *seqs = malloc(n * sizeof(uint64_t));
+    struct sgbd_store_counts before;
+    size_t n_new = 0, n_ed = 0;
     uint64_t seq;
     int rc;
 
-    if (!ed) {
+    if (!ed || !seqs) {
         api_fail(c, 500, "internal", "out of memory");
-        return;
+        goto out;
     }
-    rc = sgbd_store_interactions_append(c->api->store, ev, n, NULL, &n_new);
+    /* Events logged before keep their old sequence numbers: only those
+     * above the log's end before this append are new, and only they need
+     * an overlay edit (the others took effect when first posted). */
+    rc = sgbd_store_counts(c->api->store, &before);
+    if (rc == 0)
+        rc = sgbd_store_interactions_append(c->api->store, ev, n, seqs,
+                                            &n_new);
     if (rc == SGBD_E_NOTFOUND) {
         api_fail(c, 422, "unknown_item", "%s", sgbd_err_detail(rc));
         goto out;
@@ -464,10 +472,10 @@ static void store_events(struct call *c, const struct sgbd_store_event *ev,
     }
     seq = sgbd_snapshot_slot_next_seq(c->api->slot);
     for (size_t j = 0; j < n; j++)
-        ed[j] = (struct sgbd_overlay_edit){SGBD_OVERLAY_SEEN, seq,
-                                           ev[j].item_id, ev[j].user_id,
-                                           NULL};
-    rc = sgbd_snapshot_apply(c->api->slot, ed, n);
+        if (seqs[j] > before.last_seq)
+            ed[n_ed++] = (struct sgbd_overlay_edit){
+                SGBD_OVERLAY_SEEN, seq, ev[j].item_id, ev[j].user_id, NULL};
+    rc = n_ed ? sgbd_snapshot_apply(c->api->slot, ed, n_ed) : 0;
     if (rc != 0)
         SGBD_WARN("overlay_apply_failed", "route=interactions why=\"%s\"",
                   sgbd_strerror(rc));
@@ -475,6 +483,7 @@ static void store_events(struct call *c, const struct sgbd_store_event *ev,
         c->api->hooks.notify(c->api->hooks.ctx, 0, n_new, seq);
     reply_interactions(c, n, n_new);
 out:
+    free(seqs);
     free(ed);
 }
 

@@ -260,8 +260,8 @@ void sgbd_json_raw(struct sgbd_json *w, const char *text, size_t n)
 json_t *sgbd_json_parse(const char *text, size_t n, char *why, size_t wn)
 {
     json_error_t err;
-    json_t *v = json_loadb(text, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                           &err);
+    size_t flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY;
+    json_t *v = json_loadb(text, n, flags, &err);
 
     if (!v)
         snprintf(why, wn, "line %d, column %d: %s", err.line, err.column,
