@@ -76,11 +76,14 @@ int sgbd_mat_gemm_nt(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
 int sgbd_mat_gemm_tn(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
                      float alpha, float beta);
 
-/* y (A.rows) = alpha A x + beta y, x (A.cols). Returns 0. */
+/*
+ * y (A.rows) = alpha A x + beta y, x (A.cols). Returns 0, or SGBD_E_SHAPE
+ * for a view with no data or a stride below its width (y untouched).
+ */
 int sgbd_mat_gemv_n(float *y, struct sgbd_mat a, const float *x, float alpha,
                     float beta);
 
-/* y (A.cols) = alpha A^T x + beta y, x (A.rows). Returns 0. */
+/* y (A.cols) = alpha A^T x + beta y, x (A.rows). Errors as gemv_n. */
 int sgbd_mat_gemv_t(float *y, struct sgbd_mat a, const float *x, float alpha,
                     float beta);
 
