@@ -5,7 +5,10 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "harness.h"
+#include "sgbd/api.h"
 #include "sgbd/err.h"
 #include "sgbd/overlay.h"
 #include "sgbd/snapshot.h"
@@ -391,6 +394,137 @@ static void test_snapshot_swap_under_concurrent_readers(void)
     CHECK_INT(live_bytes, 0);
 }
 
+/* ---- the same through the API: every response of one version ---- */
+
+#define API_U 200
+#define API_I 300
+#define API_D 4
+
+/* U rows are all v, V row i is all (1 + i / 1024): a score is
+ * D v (1 + i / 1024), so each item of a response names its version. */
+static struct sgbd_snapshot *make_api_versioned(uint64_t v)
+{
+    struct sgbd_snapshot *s;
+
+    if (sgbd_snapshot_new(&s, v, API_U, API_I, API_D) != 0)
+        return NULL;
+    for (size_t k = 0; k < (size_t)API_U * API_D; k++)
+        s->users[k] = (float)v;
+    for (size_t k = 0; k < (size_t)API_I * API_D; k++)
+        s->items[k] = 1.0f + (float)(k / API_D) / 1024.0f;
+    if (sgbd_snapshot_finish(s) != 0) {
+        sgbd_snapshot_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct api_ctx {
+    struct sgbd_api *api;
+    atomic_int stop;
+    atomic_long reads, failures, backwards, mixed;
+};
+
+/* 0 when r is one version's response; -1 failed, -2 mixed versions. */
+static int check_reply(const char *body, size_t len, uint64_t *ver)
+{
+    json_t *j = json_loadb(body, len, 0, NULL), *items, *it;
+    size_t k;
+    int rc = 0;
+
+    if (!j)
+        return -1;
+    *ver = (uint64_t)json_integer_value(json_object_get(j, "model_version"));
+    items = json_object_get(j, "items");
+    if (!json_is_array(items) || json_array_size(items) != 10)
+        rc = -1;
+    json_array_foreach(items, k, it) {
+        const char *id = json_string_value(json_object_get(it, "item_id"));
+        double sc = json_number_value(json_object_get(it, "score"));
+        double i = id ? atof(id + 1) : -1;
+        double v = sc / (API_D * (1.0 + i / 1024.0));
+        if (fabs(v - (double)*ver) > 1e-3 * (double)*ver)
+            rc = -2;
+    }
+    json_decref(j);
+    return rc;
+}
+
+static void *api_reader(void *arg)
+{
+    struct api_ctx *c = arg;
+    uint64_t last = 0;
+    unsigned u = 0;
+
+    while (!atomic_load(&c->stop)) {
+        struct sgbd_api_request req = {0};
+        struct sgbd_api_response resp;
+        char path[64];
+        uint64_t ver = 0;
+        int rc;
+
+        snprintf(path, sizeof(path), "/v1/users/u%u/recommendations",
+                 u++ % API_U);
+        req.method = "GET";
+        req.path = path;
+        if (sgbd_api_begin(c->api, &req, &resp) == 0)
+            sgbd_api_handle(c->api, &req, &resp);
+        rc = resp.status == 200 ? check_reply(resp.body, resp.len, &ver) : -1;
+        sgbd_api_finish(c->api, &req, &resp, 0);
+        sgbd_api_response_clear(&resp);
+        if (rc == -1)
+            atomic_fetch_add(&c->failures, 1);
+        if (rc == -2)
+            atomic_fetch_add(&c->mixed, 1);
+        if (ver < last)
+            atomic_fetch_add(&c->backwards, 1);
+        last = ver;
+        atomic_fetch_add(&c->reads, 1);
+    }
+    return NULL;
+}
+
+static void test_snapshot_api_responses_consistent_under_swaps(void)
+{
+    struct sgbd_snapshot_slot *slot;
+    struct sgbd_config cfg;
+    struct api_ctx c = {0};
+    struct sgbd_api_opts o;
+    pthread_t th[READERS];
+    long live, bytes;
+
+    sgbd_config_defaults(&cfg);
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    o = (struct sgbd_api_opts){&cfg, NULL, slot, NULL};
+    CHECK_INT(sgbd_api_new(&c.api, &o), 0);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_api_versioned(1), 0), 0);
+    for (int t = 0; t < READERS; t++)
+        CHECK(pthread_create(&th[t], NULL, api_reader, &c) == 0);
+    for (uint64_t v = 2; v <= 60; v++) {
+        char uid[16], iid[16];
+        struct sgbd_overlay_edit ed = {SGBD_OVERLAY_SEEN, 0, iid, uid, NULL};
+        snprintf(uid, sizeof(uid), "u%u", (unsigned)(v % API_U));
+        snprintf(iid, sizeof(iid), "i%u", (unsigned)(v % API_I));
+        ed.seq = sgbd_snapshot_slot_next_seq(slot);
+        if (sgbd_snapshot_apply(slot, &ed, 1) != 0 ||
+            sgbd_snapshot_publish(slot, make_api_versioned(v), 0) != 0)
+            atomic_fetch_add(&c.failures, 1000000);
+        usleep(3000);
+    }
+    atomic_store(&c.stop, 1);
+    for (int t = 0; t < READERS; t++)
+        pthread_join(th[t], NULL);
+    fprintf(stderr, "  %ld API responses over 59 swaps\n", (long)c.reads);
+    CHECK_INT(c.failures, 0);
+    CHECK_INT(c.mixed, 0);
+    CHECK_INT(c.backwards, 0);
+    CHECK(c.reads > 59);
+    sgbd_api_free(c.api);
+    sgbd_snapshot_slot_free(slot);
+    sgbd_snapshot_live(&live, &bytes);
+    CHECK_INT(live, 0);
+}
+
 int main(void)
 {
     RUN(test_snapshot_ids_seen_and_popularity);
@@ -400,5 +534,6 @@ int main(void)
     RUN(test_snapshot_rebase_keeps_only_unabsorbed);
     RUN(test_snapshot_overlay_without_model_then_first_publish);
     RUN(test_snapshot_swap_under_concurrent_readers);
+    RUN(test_snapshot_api_responses_consistent_under_swaps);
     return harness_finish();
 }
