@@ -625,6 +625,42 @@ out:
 
 /* ---- similar items ---- */
 
+/* q (D) = vec / ||vec||; bits = base mask | exclude list | the item. */
+static void similar_inputs(const struct sgbd_view *v, const float *vec,
+                           uint32_t self, const struct excl_list *l,
+                           float *q, uint64_t *bits)
+{
+    const struct sgbd_snapshot *s = v->snap;
+    const uint64_t *mask = sgbd_overlay_base_mask(v->ov);
+    double norm = sqrt(dot(vec, vec, s->dim));
+
+    for (size_t d = 0; d < s->dim; d++)
+        q[d] = norm > 0 ? (float)(vec[d] / norm) : 0.0f;
+    memcpy(bits, mask ? mask : s->hidden, base_words(v) * sizeof(uint64_t));
+    for (size_t j = 0; j < l->n; j++)
+        if (l->idx[j] < s->n_items)
+            sgbd_bitset_set(bits, l->idx[j]);
+    if (self < s->n_items)
+        sgbd_bitset_set(bits, self);
+}
+
+/* The item of the path, resolved; -1 when answered (404, 409). */
+static int similar_item(struct call *c, struct sgbd_item_ref *ref)
+{
+    if (sgbd_overlay_resolve_item(c->view.snap, c->view.ov, c->id,
+                                  c->id_len, ref) != 0 || ref->hidden) {
+        api_fail(c, 404, "item_not_found", "no item '%.64s'", c->id);
+        return -1;
+    }
+    if (!ref->vec) {
+        api_fail(c, 409, "not_recommendable", "item '%.64s' has no vector "
+                 "yet (no features, or an ID-only model): it gets one at the "
+                 "next retrain", c->id);
+        return -1;
+    }
+    return 0;
+}
+
 void api_h_similar(struct call *c)
 {
     const struct sgbd_snapshot *s = c->view.snap;
@@ -634,7 +670,6 @@ void api_h_similar(struct call *c)
     uint64_t *bits = NULL;
     float *q = NULL;
     struct sgbd_json w;
-    double norm;
     size_t k;
     long n;
 
@@ -642,38 +677,16 @@ void api_h_similar(struct call *c)
         api_fail(c, 503, "no_model", "no model has been published yet");
         return;
     }
-    if (api_query_k(c, &k) != 0 || parse_exclude_query(c, &l) != 0)
+    if (api_query_k(c, &k) != 0 || parse_exclude_query(c, &l) != 0 ||
+        similar_item(c, &ref) != 0)
         goto out;
-    if (sgbd_overlay_resolve_item(s, c->view.ov, c->id, c->id_len, &ref) ||
-        ref.hidden) {
-        api_fail(c, 404, "item_not_found", "no item '%.64s'", c->id);
-        goto out;
-    }
-    if (!ref.vec) {
-        api_fail(c, 409, "not_recommendable", "item '%.64s' has no vector "
-                 "yet (no features, or an ID-only model): it gets one at the "
-                 "next retrain", c->id);
-        goto out;
-    }
     q = malloc(s->dim * sizeof(float));
     bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
     if (!q || !bits || reco_alloc(&out, k) != 0) {
         api_fail(c, 500, "internal", "out of memory");
         goto out;
     }
-    norm = sqrt(dot(ref.vec, ref.vec, s->dim));
-    for (size_t d = 0; d < s->dim; d++)
-        q[d] = norm > 0 ? (float)(ref.vec[d] / norm) : 0.0f;
-    {
-        const uint64_t *mask = sgbd_overlay_base_mask(c->view.ov);
-        memcpy(bits, mask ? mask : s->hidden,
-               base_words(&c->view) * sizeof(uint64_t));
-        for (size_t j = 0; j < l.n; j++)
-            if (l.idx[j] < s->n_items)
-                sgbd_bitset_set(bits, l.idx[j]);
-        if (ref.index < s->n_items)
-            sgbd_bitset_set(bits, ref.index);
-    }
+    similar_inputs(&c->view, ref.vec, ref.index, &l, q, bits);
     n = sgbd_topk_user(q, sgbd_mat_view(s->items_unit, s->n_items, s->dim),
                        k, bits, out.idx, out.score);
     if (n >= 0)

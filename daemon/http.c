@@ -178,8 +178,8 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
 
 static int64_t declared_length(struct MHD_Connection *mc)
 {
-    const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = MHD_lookup_connection_value(
+        mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const char *te = MHD_lookup_connection_value(
         mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     char *end;
@@ -594,7 +594,8 @@ int sgbd_http_probe(struct sgbd_http *h, int timeout_ms)
     if (connect(fd, (struct sockaddr *)&h->addr, h->addr_len) != 0 &&
         (errno != EINPROGRESS || wait_fd(fd, POLLOUT, deadline) != 0))
         goto out;
-    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) !=
+        (ssize_t)sizeof(req) - 1)
         goto out;
     while (got < 12) {
         ssize_t n;

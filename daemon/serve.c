@@ -204,7 +204,8 @@ static int phase_api(struct daemon *d)
 /* ---- model ---- */
 
 /* Make the synthetic items exist in the store, so writes can name them. */
-static int ensure_catalogue(struct sgbd_store *st, const struct sgbd_snapshot *s)
+static int ensure_catalogue(struct sgbd_store *st,
+                            const struct sgbd_snapshot *s)
 {
     struct sgbd_store_item *batch;
     struct sgbd_store_counts c;
