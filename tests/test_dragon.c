@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "harness.h"
+#include "knn_ref.h"
 #include "mmgcn_ref.h"
 #include "model_fixture.h"
 #include "sgbd/err.h"
@@ -30,53 +31,6 @@ static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
     hp.reg_weight = reg;
     hp.knn_k = KNN;
     return sgbd_dragon_ops.create(m, &in);
-}
-
-static double cosine(const float *a, const float *b, size_t n)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t k = 0; k < n; k++)
-        ab += (double)a[k] * b[k], aa += (double)a[k] * a[k],
-            bb += (double)b[k] * b[k];
-    return ab / (sqrt(aa) * sqrt(bb));
-}
-
-/* The KNN most similar of cand[0..n) to q, by similarity then index. */
-static void top_knn(const float *const *cand, size_t n, const float *q,
-                    size_t dim, int *out)
-{
-    double s[TI + 1];
-    int used[TI + 1] = {0};
-
-    for (size_t j = 0; j < n; j++)
-        s[j] = cosine(cand[j], q, dim);
-    for (int k = 0; k < KNN; k++) {
-        int best = -1;
-        for (size_t j = 0; j < n; j++)
-            if (!used[j] && (best < 0 || s[j] > s[best] + 1e-12))
-                best = (int)j;
-        used[best] = 1;
-        out[k] = best;
-    }
-}
-
-/* Dense G (I, I) of 5.3: 0.1 image + 0.9 text, 1/k per kept neighbour. */
-static void dense_knn(double *G, const struct sgbd_features *f)
-{
-    const float *cand[TI];
-    int nb[KNN];
-
-    memset(G, 0, TI * TI * sizeof(double));
-    for (int c = 0; c < f->n; c++) {
-        double w = f->n == 1 ? 1.0 : c == 0 ? 0.1 : 0.9;
-        for (int j = 0; j < TI; j++)
-            cand[j] = sgbd_mat_row(f->ch[c].m, j);
-        for (int i = 0; i < TI; i++) {
-            top_knn(cand, TI, cand[i], f->ch[c].m.cols, nb);
-            for (int k = 0; k < KNN; k++)
-                G[i * TI + nb[k]] += w / KNN;
-        }
-    }
 }
 
 static void isolated_user_dataset(struct sgbd_dataset *ds, uint64_t seed)
@@ -106,7 +60,7 @@ static void test_dragon_forward_matches_dense_reference(void)
     wu[0] += 0.2f, wu[1] -= 0.1f;
     ref_gcn_channel(rv, m, theta, &ds, &f.ch[0], LD);
     ref_gcn_channel(rt, m, theta, &ds, &f.ch[1], LD);
-    dense_knn(G, &f);
+    knn_dense(G, &f, TI, KNN);
     CHECK_INT(m->ops->embed(m, theta, sgbd_mat_view(users, TU, W),
                             sgbd_mat_view(items, TI, W)),
               0);
@@ -224,7 +178,7 @@ static void test_dragon_new_item_from_features(void)
         for (int j = 0; j < TI; j++)
             cand[j] = sgbd_mat_row(f.ch[c].m, j);
         cand[TI] = q[c]; /* the new item is in its own list */
-        top_knn(cand, TI + 1, q[c], c == 0 ? 5 : 3, nb);
+        knn_top(cand, TI + 1, q[c], c == 0 ? 5 : 3, KNN, nb);
         double w = (c == 0 ? 0.1 : 0.9) / KNN;
         for (int k = 0; k < KNN; k++)
             for (int d = 0; d < LD; d++) {

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "sgbd/dataset.h"
 #include "sgbd/err.h"
 #include "sgbd/model.h"
+#include "sgbd/params.h"
 
 /* Every triple of b inside (U, I); SGBD_E_SHAPE naming the row if not. */
 static inline int mdl_check_batch(const char *model, const struct sgbd_model *m,
@@ -29,6 +31,27 @@ static inline int mdl_check_batch(const char *model, const struct sgbd_model *m,
                              model, k, b->users[k], b->pos[k], b->neg[k],
                              m->n_users, m->n_items);
     return 0;
+}
+
+/*
+ * Declare tensor "<ch><sep><suffix>" (a feature channel's tensor);
+ * SGBD_E_LIMIT naming the channel when the name does not fit, else as
+ * sgbd_params_add. fan_out is torch's default.
+ */
+static inline int mdl_add_tensor(struct sgbd_params *p, const char *ch,
+                                 const char *sep, const char *suffix,
+                                 size_t rows, size_t cols, enum sgbd_init init,
+                                 size_t fan_in)
+{
+    char name[SGBD_TENSOR_NAME + 16];
+    int n = snprintf(name, sizeof(name), "%s%s%s", ch, sep, suffix);
+
+    if (n < 0 || (size_t)n >= SGBD_TENSOR_NAME)
+        return sgbd_errf(SGBD_E_LIMIT,
+                         "feature channel name \"%s\" too long for tensor "
+                         "\"%s%s%s\" (%d bytes at most)",
+                         ch, ch, sep, suffix, SGBD_TENSOR_NAME - 1);
+    return sgbd_params_add(p, name, rows, cols, init, fan_in, 0);
 }
 
 /* Dataset, hyper-parameters and embedding size are present and sane. */

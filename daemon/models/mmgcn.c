@@ -17,33 +17,22 @@
 #include "sgbd/layers.h"
 #include "sgbd/mat.h"
 
-static int add_tensor(struct sgbd_params *p, const char *ch, const char *suffix,
-                      size_t rows, size_t cols, enum sgbd_init init,
-                      size_t fan_in)
-{
-    char name[SGBD_TENSOR_NAME + 8];
-    int n = snprintf(name, sizeof(name), "%s.%s", ch, suffix);
-
-    if (n < 0 || (size_t)n >= SGBD_TENSOR_NAME)
-        return sgbd_errf(SGBD_E_LIMIT,
-                         "feature channel name \"%s\" too "
-                         "long for tensor \"%s.%s\" (%d bytes at most)",
-                         ch, ch, suffix, SGBD_TENSOR_NAME - 1);
-    return sgbd_params_add(p, name, rows, cols, init, fan_in, 0);
-}
-
 static int declare_channel(struct sgbd_mmgcn *g, int c, const char *name,
                            struct sgbd_params *p)
 {
     struct sgbd_mmgcn_channel *ch = &g->ch[c];
     size_t D = g->D, H = g->H;
 
-    ch->t_pref =
-        add_tensor(p, name, "pref", g->U, D, SGBD_INIT_XAVIER_NORMAL, 0);
-    ch->t_w1 = add_tensor(p, name, "mlp.w", H, ch->dim, SGBD_INIT_LINEAR, 0);
-    ch->t_b1 = add_tensor(p, name, "mlp.b", 1, H, SGBD_INIT_LINEAR, ch->dim);
-    ch->t_w2 = add_tensor(p, name, "mlp1.w", D, H, SGBD_INIT_LINEAR, 0);
-    ch->t_b2 = add_tensor(p, name, "mlp1.b", 1, D, SGBD_INIT_LINEAR, H);
+    ch->t_pref = mdl_add_tensor(p, name, ".", "pref", g->U, D,
+                                SGBD_INIT_XAVIER_NORMAL, 0);
+    ch->t_w1 =
+        mdl_add_tensor(p, name, ".", "mlp.w", H, ch->dim, SGBD_INIT_LINEAR, 0);
+    ch->t_b1 =
+        mdl_add_tensor(p, name, ".", "mlp.b", 1, H, SGBD_INIT_LINEAR, ch->dim);
+    ch->t_w2 =
+        mdl_add_tensor(p, name, ".", "mlp1.w", D, H, SGBD_INIT_LINEAR, 0);
+    ch->t_b2 =
+        mdl_add_tensor(p, name, ".", "mlp1.b", 1, D, SGBD_INIT_LINEAR, H);
     if (ch->t_pref < 0)
         return ch->t_pref;
     if (ch->t_w1 < 0)

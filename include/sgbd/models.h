@@ -84,4 +84,25 @@ extern const struct sgbd_model_ops sgbd_dualgnn_ops;
  */
 extern const struct sgbd_model_ops sgbd_dragon_ops;
 
+/*
+ * FREEDOM (6.5). Layout: "user_embedding" (U, D), "item_id_embedding"
+ * (I, D) xavier_uniform; per channel "<name>_embedding.delta" (I, D_c)
+ * zero, the trainable feature copy held as frozen F_c + delta (exact
+ * reparametrisation of MMRec's fine-tuned copy), "<name>_trs.weight"
+ * (D, D_c) and "<name>_trs.bias" (nn.Linear init). Items I~ + G E_i with
+ * G the frozen item kNN graph (5.3, one hop), [U~; I~] the mean over
+ * layers 0..n_layers (2) of A_m^l [E_u; E_i]: A_m is the degree-sensitive
+ * pruning that pre_epoch draws (keep floor(|R| (1 - dropout)) training
+ * rows without replacement, probability ~ 1/sqrt(d_u d_i), renormalised
+ * on the kept rows; dropout 0 trains on A), evaluation uses the full A
+ * (5.1). Loss: logsigmoid BPR(U~, I~ + h) + reg_weight sum_c BPR(U~,
+ * T_c(F_c + delta_c)). D_out = D.
+ * embed_new_item: the new item has no interactions, so its ID part is 0
+ * and its vector is the item-graph hop alone: sum_c (w_c / k) times the
+ * sum of the ID embeddings of its k cosine-nearest items on channel c
+ * (raw features; its own slot adds its zero ID). A missing channel takes
+ * the channel's mean feature vector.
+ */
+extern const struct sgbd_model_ops sgbd_freedom_ops;
+
 #endif
