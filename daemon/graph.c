@@ -323,12 +323,6 @@ struct cooc_job {
     atomic_int rc;
 };
 
-static int by_key_desc(const void *pa, const void *pb)
-{
-    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
-    return a < b ? 1 : a > b ? -1 : 0;
-}
-
 static int part_reserve(struct cooc_part *p, size_t more)
 {
     if (p->n + more <= p->cap)
@@ -348,8 +342,8 @@ static int part_reserve(struct cooc_part *p, size_t more)
 
 /*
  * Neighbours of user u: count C[u, w] over u's items' posting lists in
- * cnt (all zero on entry and exit), then sort the touched users by
- * (count desc, id asc) packed in one key, keep max_nbr.
+ * cnt (all zero on entry and exit), then select and sort the best
+ * max_nbr touched users by (count desc, id asc), packed in one key.
  */
 static int user_lists(struct cooc_job *j, struct cooc_part *p, uint32_t u,
                       uint32_t *cnt, uint32_t *touched, uint64_t *keys)
@@ -370,8 +364,8 @@ static int user_lists(struct cooc_job *j, struct cooc_part *p, uint32_t u,
                   (UINT32_MAX - touched[t]);
         cnt[touched[t]] = 0;
     }
-    qsort(keys, nt, sizeof(*keys), by_key_desc);
     size_t keep = nt < j->max_nbr ? nt : j->max_nbr;
+    sgbd_topk_keys(keys, nt, keep);
     if (part_reserve(p, keep) < 0)
         return -ENOMEM;
     for (size_t t = 0; t < keep; t++) {

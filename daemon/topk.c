@@ -426,6 +426,17 @@ size_t sgbd_topk_finish(struct sgbd_topk *t, uint32_t *out_idx,
     return t->n;
 }
 
+void sgbd_topk_keys(uint64_t *keys, size_t n, size_t k)
+{
+    if (k > n)
+        k = n;
+    if (k == 0)
+        return;
+    if (k < n)
+        select_desc(keys, n, k);
+    sort_desc(keys, 0, k);
+}
+
 int sgbd_topk_select(const float *scores, size_t n, size_t k,
                      const uint64_t *exclude_bits, uint32_t *out_idx,
                      float *out_score)

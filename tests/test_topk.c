@@ -177,6 +177,28 @@ static void test_topk_streaming_blocks_in_any_order(void)
     sgbd_bitset_free(ex);
 }
 
+static int by_u64_desc(const void *pa, const void *pb)
+{
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static void test_topk_keys_selects_and_sorts(void)
+{
+    struct sgbd_rng rng;
+    uint64_t keys[1000], ref[1000];
+
+    sgbd_rng_init(&rng, 16, SGBD_RNG_SYNTH);
+    for (int n = 0; n <= 1000; n += 111) {
+        for (int i = 0; i < n; i++)
+            keys[i] = ref[i] = sgbd_rng_u64(&rng) >> 8 << 8 | (uint64_t)i;
+        qsort(ref, (size_t)n, sizeof(*ref), by_u64_desc);
+        size_t k = (size_t)n / 3 + 1;
+        sgbd_topk_keys(keys, (size_t)n, k);
+        CHECK(memcmp(keys, ref, (k < (size_t)n ? k : (size_t)n) * 8) == 0);
+    }
+}
+
 static void test_topk_bitset_helpers(void)
 {
     uint64_t *b = sgbd_bitset_new(130), *c = sgbd_bitset_new(130);
@@ -289,6 +311,7 @@ int main(void)
     RUN(test_topk_excludes_items_and_nan);
     RUN(test_topk_k_above_available);
     RUN(test_topk_streaming_blocks_in_any_order);
+    RUN(test_topk_keys_selects_and_sorts);
     RUN(test_topk_bitset_helpers);
     RUN(test_topk_user_matches_reference);
     RUN(test_topk_users_batch_equals_single);

@@ -109,6 +109,14 @@ int sgbd_topk_select(const float *scores, size_t n, size_t k,
                      const uint64_t *exclude_bits, uint32_t *out_idx,
                      float *out_score);
 
+/*
+ * Move the min(k, n) largest of n distinct 64-bit keys to keys[0, k),
+ * sorted descending (quickselect, then a sort of those k); the rest of
+ * the array is left in no order. For callers that pack their own order
+ * into a key (e.g. count << 32 | ~id for "count desc, id asc").
+ */
+void sgbd_topk_keys(uint64_t *keys, size_t n, size_t k);
+
 /* ---- scoring --------------------------------------------------------- */
 
 /*
