@@ -15,8 +15,9 @@
  * Content-Length the length is -1 (chunked); with one the body is cut to
  * it, as the server would.
  *
- * The API serves a small published snapshot (8 users, 16 items, D 4, an
- * "image" channel of width 4) over a real store in a temporary folder
+ * The API serves a small published snapshot (8 users, 16 items, an
+ * initialised VBPR model of D 4 over an "image" channel of width 4, so
+ * new items get cold-start vectors) over a real store in a temporary folder
  * (on /dev/shm when there is one, so commits are cheap), with write and
  * admin token files and fake retrain hooks. Writes accumulate; every
  * RESET_EVERY inputs the whole setup is rebuilt so the store and overlay
@@ -27,11 +28,13 @@
  * equal to the X-Model-Version value, and an error response has
  * error.code and error.message strings; a write or admin route without
  * its token never succeeds; a response never contains a token the request
- * did not carry elsewhere; reads and refused writes leave the store's
- * counts unchanged; in-flight returns to 0.
+ * did not carry elsewhere; every ranking has at most max_k distinct items
+ * with finite, non-increasing scores; reads and refused writes leave the
+ * store's counts unchanged; in-flight returns to 0.
  */
 #include <ftw.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,11 @@
 
 #include "fuzz_util.h"
 #include "sgbd/api.h"
+#include "sgbd/dataset.h"
+#include "sgbd/inter.h"
+#include "sgbd/model.h"
+#include "sgbd/params.h"
+#include "sgbd/rng.h"
 #include "sgbd/snapshot.h"
 #include "sgbd/store.h"
 
@@ -56,6 +64,9 @@ struct setup {
     struct sgbd_store *store;
     struct sgbd_snapshot_slot *slot;
     struct sgbd_api *api;
+    struct sgbd_dataset ds;         /* what the model was built on */
+    struct sgbd_features feat;
+    struct sgbd_hparams hp;
     long runs;
 };
 
@@ -102,6 +113,13 @@ static void write_text(const char *path, const char *text)
     FUZZ_CHECK(fclose(f) == 0);
 }
 
+/* Rows of the training data: user u saw items 3u and 2u + 1 (mod I), so
+ * item I - 1 appears and I is N_ITEMS. */
+static uint32_t seen_item(int u, int j)
+{
+    return (uint32_t)(j == 0 ? (u * 3) % N_ITEMS : (u * 2 + 1) % N_ITEMS);
+}
+
 /* The store holds the snapshot's ids, the channel and a few events. */
 static void fill_store(struct sgbd_store *st)
 {
@@ -109,7 +127,7 @@ static void fill_store(struct sgbd_store *st)
                                                "u4", "u5", "u6", "u7"};
     struct sgbd_store_item items[N_ITEMS];
     struct sgbd_store_feature feat[N_ITEMS];
-    struct sgbd_store_event ev[N_USERS];
+    struct sgbd_store_event ev[2 * N_USERS];
     static char ids[N_ITEMS][8];
     float v[N_ITEMS][DIM];
 
@@ -123,37 +141,72 @@ static void fill_store(struct sgbd_store *st)
     }
     FUZZ_CHECK(sgbd_store_items_upsert(st, items, N_ITEMS, NULL) == 0);
     FUZZ_CHECK(sgbd_store_users_ensure(st, users, N_USERS, NULL) == 0);
-    for (int u = 0; u < N_USERS; u++)
-        ev[u] = (struct sgbd_store_event){users[u], ids[(u * 3) % N_ITEMS],
-                                          1000 + u, 1.0f, 0, 0};
-    FUZZ_CHECK(sgbd_store_interactions_append(st, ev, N_USERS, NULL,
+    for (int e = 0; e < 2 * N_USERS; e++)
+        ev[e] = (struct sgbd_store_event){users[e / 2],
+                                          ids[seen_item(e / 2, e % 2)],
+                                          1000 + e, 1.0f, 0, 0};
+    FUZZ_CHECK(sgbd_store_interactions_append(st, ev, 2 * N_USERS, NULL,
                                               NULL) == 0);
 }
 
-/* Version 1: deterministic U and V, user u has seen item 3u mod I. */
-static void publish_snapshot(struct sgbd_snapshot_slot *slot)
+/* A VBPR model trained on nothing (initialised weights) over a tiny
+ * dataset, so that item writes with features get cold-start vectors. */
+static void build_model(struct setup *st, struct sgbd_model **model,
+                        float **theta)
+{
+    const struct sgbd_model_ops *ops = sgbd_model_find("vbpr");
+    uint32_t users[2 * N_USERS], items[2 * N_USERS];
+    uint8_t labels[2 * N_USERS] = {0};
+    struct sgbd_inter rows = {2 * N_USERS, users, items, labels};
+    struct sgbd_model_input in;
+    struct sgbd_rng rng;
+
+    for (int u = 0; u < N_USERS; u++)
+        for (int j = 0; j < 2; j++) {
+            users[2 * u + j] = (uint32_t)u;
+            items[2 * u + j] = seen_item(u, j);
+        }
+    FUZZ_CHECK(ops != NULL);
+    FUZZ_CHECK(sgbd_dataset_build(&st->ds, &rows) == 0);
+    FUZZ_CHECK(st->ds.n_items == N_ITEMS && st->ds.n_users == N_USERS);
+    st->feat.n = 1;
+    snprintf(st->feat.ch[0].name, SGBD_CHANNEL_NAME, "image");
+    FUZZ_CHECK(sgbd_mat_alloc(&st->feat.ch[0].m, N_ITEMS, DIM) == 0);
+    for (size_t j = 0; j < (size_t)N_ITEMS * DIM; j++)
+        st->feat.ch[0].m.data[j] = (float)((j * 7) % 11) / 11.0f - 0.5f;
+    sgbd_hparams_defaults(&st->hp);
+    st->hp.embedding_size = DIM;
+    in = (struct sgbd_model_input){&st->ds, &st->feat, &st->hp};
+    FUZZ_CHECK(ops->create(model, &in) == 0);
+    *theta = sgbd_params_alloc_arena(&(*model)->layout);
+    FUZZ_CHECK(*theta != NULL);
+    sgbd_rng_init(&rng, 42, 0);
+    sgbd_params_init(&(*model)->layout, *theta, &rng);
+}
+
+/* Version 1 from the model's own embeddings; item I - 1 hidden. */
+static void publish_snapshot(struct setup *st)
 {
     static const struct sgbd_snapshot_channel ch = {"image", DIM};
+    struct sgbd_model *model;
     struct sgbd_snapshot *s;
-    uint64_t ptr[N_USERS + 1];
-    uint32_t seen[N_USERS];
+    float *theta;
 
-    FUZZ_CHECK(sgbd_snapshot_new(&s, 1, N_USERS, N_ITEMS, DIM) == 0);
-    for (size_t j = 0; j < (size_t)N_USERS * DIM; j++)
-        s->users[j] = (float)((j * 5) % 13) / 13.0f - 0.4f;
-    for (size_t j = 0; j < (size_t)N_ITEMS * DIM; j++)
-        s->items[j] = (float)((j * 3) % 17) / 17.0f - 0.45f;
-    snprintf(s->meta.model, sizeof(s->meta.model), "lightgcn");
+    build_model(st, &model, &theta);
+    FUZZ_CHECK(sgbd_snapshot_new(&s, 1, N_USERS, N_ITEMS, model->dim) == 0);
+    FUZZ_CHECK(model->ops->embed(model, theta,
+                                 sgbd_mat_view(s->users, N_USERS, s->dim),
+                                 sgbd_mat_view(s->items, N_ITEMS, s->dim))
+               == 0);
+    snprintf(s->meta.model, sizeof(s->meta.model), "vbpr");
     snprintf(s->meta.optimizer, sizeof(s->meta.optimizer), "sgbd");
-    for (int u = 0; u <= N_USERS; u++)
-        ptr[u] = (uint64_t)u;
-    for (int u = 0; u < N_USERS; u++)
-        seen[u] = (uint32_t)((u * 3) % N_ITEMS);
-    FUZZ_CHECK(sgbd_snapshot_set_seen(s, ptr, seen) == 0);
+    FUZZ_CHECK(sgbd_snapshot_set_seen(s, st->ds.train.ptr,
+                                      st->ds.train.items) == 0);
     FUZZ_CHECK(sgbd_snapshot_hide(s, N_ITEMS - 1) == 0);
-    FUZZ_CHECK(sgbd_snapshot_set_channels(s, &ch, 1) == 0);
+    FUZZ_CHECK(sgbd_snapshot_set_model(s, model, theta, &ch, 1) == 0);
+    sgbd_params_free_arena(theta);
     FUZZ_CHECK(sgbd_snapshot_finish(s) == 0);
-    FUZZ_CHECK(sgbd_snapshot_publish(slot, s, 0) == 0);
+    FUZZ_CHECK(sgbd_snapshot_publish(st->slot, s, 0) == 0);
 }
 
 static void setup_open(struct setup *st)
@@ -184,7 +237,7 @@ static void setup_open(struct setup *st)
     fill_store(st->store);
 
     FUZZ_CHECK(sgbd_snapshot_slot_new(&st->slot) == 0);
-    publish_snapshot(st->slot);
+    publish_snapshot(st);
     ao = (struct sgbd_api_opts){&st->cfg, st->store, st->slot, &hooks};
     FUZZ_CHECK(sgbd_api_new(&st->api, &ao) == 0);
     st->runs = 0;
@@ -201,6 +254,8 @@ static void setup_close(struct setup *st)
     sgbd_api_free(st->api);
     sgbd_snapshot_slot_free(st->slot);
     sgbd_store_close(st->store);
+    sgbd_features_free(&st->feat);
+    sgbd_dataset_free(&st->ds);
     if (st->dir[0])
         nftw(st->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     memset(st, 0, sizeof(*st));
@@ -347,6 +402,43 @@ static int token_elsewhere(const struct input *in, const char *token)
     return memmem(r->body, r->body_len, token, strlen(token)) != NULL;
 }
 
+/* Every "items" list of a ranking: at most max_k entries, distinct ids,
+ * finite scores in non-increasing order. */
+static void check_rankings(json_t *v)
+{
+    const char *key;
+    json_t *x;
+    size_t i;
+
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, x)
+            check_rankings(x);
+        return;
+    }
+    json_object_foreach(v, key, x) {
+        if (strcmp(key, "items") != 0 || !json_is_array(x)) {
+            check_rankings(x);
+            continue;
+        }
+        FUZZ_CHECK(json_array_size(x) <= 50);
+        for (i = 0; i < json_array_size(x); i++) {
+            json_t *e = json_array_get(x, i);
+            json_t *id = json_object_get(e, "item_id");
+            json_t *sc = json_object_get(e, "score");
+            FUZZ_CHECK(json_is_string(id) && json_is_number(sc));
+            FUZZ_CHECK(isfinite(json_number_value(sc)));
+            for (size_t j = 0; j < i; j++) {
+                json_t *f = json_array_get(x, j);
+                FUZZ_CHECK(strcmp(json_string_value(id), json_string_value(
+                    json_object_get(f, "item_id"))) != 0);
+            }
+            if (i > 0)
+                FUZZ_CHECK(json_number_value(sc) <= json_number_value(
+                    json_object_get(json_array_get(x, i - 1), "score")));
+        }
+    }
+}
+
 static void check_json(const struct sgbd_api_response *resp)
 {
     json_error_t err;
@@ -364,6 +456,8 @@ static void check_json(const struct sgbd_api_response *resp)
         FUZZ_CHECK(json_is_object(e));
         FUZZ_CHECK(json_is_string(json_object_get(e, "code")));
         FUZZ_CHECK(json_is_string(json_object_get(e, "message")));
+    } else {
+        check_rankings(o);
     }
     json_decref(o);
 }
