@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -214,7 +215,11 @@ class TestLiveExamples(unittest.TestCase):
         self.assertEqual(self.topk("-k", "x", "u")[0], 2)
         self.assertEqual(self.topk("-u", "ftp://h", "u")[0], 2)
         self.assertEqual(self.topk()[0], 2)
-        rc, _, err = self.topk("-u", "http://127.0.0.1:1", "u")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()                        # nothing listens there now
+        rc, _, err = self.topk("-u", "http://127.0.0.1:%d" % port, "u")
         self.assertEqual(rc, 1)
         self.assertIn("cannot connect", err)
 

@@ -10,6 +10,7 @@ Exit status: 0 passed, 1 failed, 77 when every case was skipped.
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -239,12 +240,9 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(os.listdir(out), [])
 
     def test_features_cli_without_the_models_says_what_is_missing(self):
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
+        if all(importlib.util.find_spec(m) for m in ("torch",
+                                                      "transformers")):
             self.skipTest("torch and transformers are installed")
-        except ImportError:
-            pass
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             rc = bf.main(["--catalogue", self.catalogue, "--out",

@@ -326,8 +326,9 @@ class BlipEncoder:
         self.normalize = normalize
         # BlipForImageTextRetrieval calls its BERT text_encoder; BlipModel
         # calls it text_model. Both take encoder_hidden_states.
-        self.text_model = getattr(model, "text_encoder", None) or \
-            model.text_model
+        self.text_model = getattr(model, "text_encoder", None)
+        if self.text_model is None:
+            self.text_model = model.text_model
 
     @classmethod
     def from_pretrained(cls, name, channels, device="cpu", dtype=None,
