@@ -43,8 +43,8 @@ struct eval_job {
     int ks[SGBD_METRICS_MAX_K];
     int order[SGBD_METRICS_MAX_K];             /* ks positions, K ascending */
     size_t kmax_all, kmax;                     /* max K; at most I */
-    const double *inv_log;                     /* (kmax_all) 1/log2(r+2) */
-    const double *idcg;                        /* (kmax_all+1) prefix sums */
+    double *inv_log;                           /* (kmax_all) 1/log2(r+2) */
+    double *idcg;                              /* (kmax_all+1) prefix sums */
     double *vals;                  /* (B, N_SPLITS, N_METRICS, n_k) */
     atomic_int rc;
 };
@@ -302,13 +302,10 @@ static void job_init(struct eval_job *j, const struct sgbd_itemsets *mask,
 static int job_alloc(struct eval_job *j, size_t n_users, size_t dim,
                      size_t n_items)
 {
-    double *inv_log = NULL, *idcg = NULL;
     int rc;
 
     j->list = evaluated_users(n_users, j->truth, &j->n_list);
-    rc = j->list ? log_tables(j->kmax_all, &inv_log, &idcg) : -ENOMEM;
-    j->inv_log = inv_log;
-    j->idcg = idcg;
+    rc = j->list ? log_tables(j->kmax_all, &j->inv_log, &j->idcg) : -ENOMEM;
     j->block = j->n_list < BLOCK ? j->n_list : BLOCK;
     if (rc < 0 || j->block == 0)
         return rc;
@@ -325,8 +322,8 @@ static void job_free(struct eval_job *j)
     free(j->vals);
     sgbd_mat_release(&j->scores);
     sgbd_mat_release(&j->ublock);
-    free((double *)j->idcg);
-    free((double *)j->inv_log);
+    free(j->idcg);
+    free(j->inv_log);
     free(j->list);
 }
 
