@@ -166,6 +166,29 @@ double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
     return loss / (double)B;
 }
 
+double sgbd_layer_infonce_pair(float *da, float *db, const float *a,
+                               const float *b, float *ws, size_t n, size_t w,
+                               double tau, double scale)
+{
+    struct sgbd_mat am = sgbd_mat_view((float *)a, n, w);
+    struct sgbd_mat bm = sgbd_mat_view((float *)b, n, w);
+    struct sgbd_mat lg = sgbd_mat_view(ws, n, n);
+    struct sgbd_mat dl = sgbd_mat_view(ws + n * n, n, n);
+    float k = (float)(1.0 / tau);
+    double loss;
+
+    if (sgbd_mat_gemm_nt(lg, am, bm, k, 0.0f) < 0)
+        return NAN;
+    memset(dl.data, 0, n * n * sizeof(float));
+    loss = sgbd_layer_infonce(dl.data, lg.data, n, scale);
+    /* d logits / d a = b / tau, d logits / d b = a / tau */
+    if (da && sgbd_mat_gemm_nn(sgbd_mat_view(da, n, w), dl, bm, k, 1.0f) < 0)
+        return NAN;
+    if (db && sgbd_mat_gemm_tn(sgbd_mat_view(db, n, w), dl, am, k, 1.0f) < 0)
+        return NAN;
+    return loss;
+}
+
 void sgbd_layer_softmax_rows(float *a, const float *c, size_t rows, size_t k)
 {
     for (size_t r = 0; r < rows; r++) {

@@ -11,6 +11,7 @@ static const struct sgbd_model_ops *const registry[] = {
     &sgbd_dualgnn_ops,
     &sgbd_dragon_ops,
     &sgbd_freedom_ops,
+    &sgbd_slmrec_ops,
 };
 
 #define N_MODELS (sizeof(registry) / sizeof(registry[0]))

@@ -305,6 +305,50 @@ static void test_layers_infonce_value_and_gradient(void)
     CHECK_GRAD(res, 1e-3);
 }
 
+struct pair_ctx {
+    size_t n, w;
+    float *ws;
+};
+
+/* theta = [a (n, w) | b (n, w)] */
+static double pair_loss(void *vc, const float *th, float *g)
+{
+    struct pair_ctx *c = vc;
+    size_t nw = c->n * c->w;
+
+    return 0.5 * sgbd_layer_infonce_pair(g, g ? g + nw : NULL, th, th + nw,
+                                         c->ws, c->n, c->w, 0.2, 0.5);
+}
+
+static void test_layers_infonce_pair_value_and_gradient(void)
+{
+    enum { N = 5, W = 3 };
+    float th[2 * N * W], ws[2 * N * N];
+    struct pair_ctx c = {N, W, ws};
+    struct gradcheck_result res;
+    struct sgbd_rng r;
+
+    sgbd_rng_init(&r, 10, 1);
+    fill_uniform(th, 2 * N * W, -0.5, 0.5, &r);
+    double want = 0;
+    for (int i = 0; i < N; i++) {
+        double z = 0, lii = 0;
+        for (int j = 0; j < N; j++) {
+            double l = 0;
+            for (int k = 0; k < W; k++)
+                l += (double)th[i * W + k] * th[N * W + j * W + k] / 0.2;
+            z += exp(l);
+            if (j == i)
+                lii = l;
+        }
+        want += (log(z) - lii) / N;
+    }
+    CHECK_NEAR(2 * pair_loss(&c, th, NULL), want, 1e-5);
+    CHECK(gradcheck_run(pair_loss, &c, th, 2 * N * W, &opts, &res) == 0);
+    gradcheck_print("infonce_pair", &res);
+    CHECK_GRAD(res, 1e-3);
+}
+
 static void test_layers_softmax_rows_weights(void)
 {
     float c[2 * 3] = {5, 1, 1, 0, 0, 0}, a[6];
@@ -381,6 +425,7 @@ int main(void)
     RUN(test_layers_gather_scatter_duplicates_accumulate);
     RUN(test_layers_bpr_diff_values_and_gradient);
     RUN(test_layers_infonce_value_and_gradient);
+    RUN(test_layers_infonce_pair_value_and_gradient);
     RUN(test_layers_softmax_rows_weights);
     RUN(test_layers_mlp_chain_gradient);
     return harness_finish();

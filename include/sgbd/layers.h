@@ -110,6 +110,18 @@ double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
                           double scale);
 
 /*
+ * InfoNCE between two row sets (SLMRec's main and FAC losses, 6.4):
+ * logits = a b^T / tau (n, n), L = sgbd_layer_infonce(logits); adds
+ * scale dL/da into da and scale dL/db into db (either may be NULL).
+ * a, b, da, db (n, w); ws (2 n^2) floats of workspace. Two sgemms
+ * forward, two backward. Returns L (not scaled), or NaN when a product
+ * fails (mat.h shape errors).
+ */
+double sgbd_layer_infonce_pair(float *da, float *db, const float *a,
+                               const float *b, float *ws, size_t n, size_t w,
+                               double tau, double scale);
+
+/*
  * Row-wise softmax of k values per row (5.4 neighbour weights): a[r, s] =
  * exp(c[r, s] - max) / sum. a, c (rows, k); a may equal c. A row of all
  * zeros stays uniform; callers that want a zero row zero it afterwards.

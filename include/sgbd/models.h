@@ -105,4 +105,25 @@ extern const struct sgbd_model_ops sgbd_dragon_ops;
  */
 extern const struct sgbd_model_ops sgbd_freedom_ops;
 
+/*
+ * SLMRec, FAC task (6.4). Layout: "embedding_user" (U, D),
+ * "embedding_item" (I, D), xavier_uniform; per channel "<name>_dense"
+ * Linear(D_c -> D); "phi_u", "phi_i" Linear(D (C + 1) -> D) (MMRec's
+ * embedding_user/item_after_GCN); FAC heads per channel level k:
+ * "fac0.g1", "fac0.h" (D -> D; MMRec g_i_iv, g_v_iv), and for k >= 1
+ * "fac<k>.g1" (-> D), "fac<k>.g2" (D -> D/2), "fac<k>.h" (D -> D/2)
+ * (g_iv_iva, g_iva_ivat, g_t_ivat); every Linear has xavier_uniform
+ * weight and nn.Linear bias, each tensor ".weight" / ".bias". Three-layer
+ * LightGCN towers on A of 5.1 (eps 1e-8) over [E_u; E_i] and [E_u;
+ * P_c(rownorm(F_c))]; loss InfoNCE(rownorm(e_u), rownorm(e_p)) / temp +
+ * ssl_alpha * FAC InfoNCEs / ssl_temp; the sampled negatives are unused.
+ * No regulariser in the loss: MMRec's weight_decay 1e-4 belongs to the
+ * optimiser. embedding_size must be even. D_out = D; scores are <e_u,
+ * e_i> (MMRec's sigmoid of it ranks the same).
+ * embed_new_item: Phi_i([mean seen ID embedding ; P_c(rownorm(f_c)) ...]
+ * / 4), the towers' output for an item without edges (only layer 0 is
+ * non-zero); a missing channel takes its raw mean feature vector.
+ */
+extern const struct sgbd_model_ops sgbd_slmrec_ops;
+
 #endif
