@@ -12,6 +12,7 @@ when present).
 Exit status: 0 passed, 1 failed, 77 when every case was skipped.
 """
 
+import http.server
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 SOURCE = os.environ.get("SGBD_SOURCE") or os.path.dirname(
@@ -83,6 +85,95 @@ def contract_routes():
             if m and current:
                 out.add((m.group(1).upper(), current))
     return out
+
+
+def build_topk(folder):
+    """Compile topk.c into folder (once): strict warnings, and ASan and
+    UBSan where the compiler has them."""
+    exe = os.path.join(folder, "topk")
+    if os.path.exists(exe):
+        return exe
+    base = [CC, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
+            "-pedantic", "-Wshadow", "-Wconversion", "-o", exe,
+            os.path.join(EXAMPLES, "topk.c")]
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+           "-fno-omit-frame-pointer"]
+    p = subprocess.run(base + san, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        p = subprocess.run(base, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        raise AssertionError("topk.c does not build:\n" + p.stdout.decode())
+    return exe
+
+
+class ScriptedHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the server's canned bytes."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.paths.append(self.path)
+        self.wfile.write(self.server.answer)
+        self.close_connection = True
+
+
+@unittest.skipUnless(CC, "no C compiler (cc)")
+class TestTopkParser(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="sgbd-topk-")
+        self.addCleanup(self.tmp.cleanup)
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0),
+                                            ScriptedHandler)
+        self.httpd.paths = []
+        t = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        t.start()
+        self.addCleanup(self.httpd.server_close)
+        self.addCleanup(self.httpd.shutdown)
+
+    def run_topk(self, answer, *args):
+        self.httpd.answer = answer
+        url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        p = subprocess.run([build_topk(self.tmp.name), "-u", url] +
+                           list(args), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_topk_reads_chunked_escaped_and_nested_answers(self):
+        body = ('{"user_id": "x y", "model_version": 7, "extra": {"a": '
+                '[1, 2.5e3, {"b": null}], "c": true, "d": "}]"}, "items": '
+                '[{"score": 1.5e-1, "item_id": "caf\\u00e9 \\"q\\"", '
+                '"hint": []}, {"item_id": "b\\/c", "score": -2}], '
+                '"fallback": "popular"}').encode()
+        chunks = [body[:17], body[17:60], body[60:]]
+        raw = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+        answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n" + raw + b"0\r\n\r\n")
+        rc, out, err = self.run_topk(answer, "-k", "2", "x y")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, '1\tcaf\u00e9 "q"\t0.15\n2\tb/c\t-2\n')
+        self.assertIn("model_version=7 items=2 fallback=popular", err)
+        self.assertEqual(self.httpd.paths,
+                         ["/v1/users/x%20y/recommendations?k=2"])
+
+    def test_topk_rejects_malformed_answers(self):
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+        for body in (b'{"items": [{"item_id": "a", "score": }]}',
+                     b'{"items": [{"item_id": "a"', b"[]", b""):
+            rc, out, err = self.run_topk(head % len(body) + body, "u")
+            self.assertEqual(rc, 1, (body, out))
+            self.assertIn("malformed JSON", err)
+        rc, _, err = self.run_topk(b"garbage", "u")
+        self.assertEqual(rc, 1)
+        self.assertIn("not HTTP", err)
+        err_body = (b'{"error": {"code": "no_model", "message": "none '
+                    b'yet"}, "model_version": 0}')
+        rc, out, err = self.run_topk(
+            b"HTTP/1.1 503 Service Unavailable\r\n\r\n" + err_body, "u")
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("HTTP 503 no_model: none yet", err)
 
 
 class TestCoverage(unittest.TestCase):
@@ -156,15 +247,7 @@ class TestLiveExamples(unittest.TestCase):
     def build_topk(self):
         if not CC:
             self.skipTest("no C compiler (cc)")
-        exe = os.path.join(self.tmp.name, "topk")
-        if not os.path.exists(exe):
-            p = subprocess.run(
-                [CC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
-                 "-pedantic", "-Wshadow", "-Wconversion", "-o", exe,
-                 os.path.join(EXAMPLES, "topk.c")],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.assertEqual(p.returncode, 0, p.stdout.decode())
-        return exe
+        return build_topk(self.tmp.name)
 
     def topk(self, *args, env=None):
         e = dict(os.environ)

@@ -297,7 +297,8 @@ static int string(struct json *j, char *out, size_t cap)
     while (j->p < j->end && *j->p != '"') {
         char c = *j->p++;
         if (c == '\\') {
-            const char *map = "\"\\/b\bf\fn\nr\rt\t", *m;
+            /* pairs: escape letter, the byte it stands for */
+            const char *map = "\"\"\\\\//b\bf\fn\nr\rt\t", *m;
             if (j->p >= j->end)
                 return -1;
             c = *j->p++;
