@@ -80,7 +80,8 @@ call GET "/v1/items/$NEW_ITEM"
 # Feedback events, batched in one request (timestamps in unix seconds;
 # the same event sent twice is stored once).
 now=$(date +%s)
-event="{\"user_id\": \"$USER_ID\", \"item_id\": \"$ITEM_ID\", \"timestamp\": $now}"
+event="{\"user_id\": \"$USER_ID\", \"item_id\": \"$ITEM_ID\","
+event="$event \"timestamp\": $now}"
 call POST /v1/interactions "${write_auth[@]}" "${json[@]}" \
     -d "{\"interactions\": [$event]}"
 

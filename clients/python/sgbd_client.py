@@ -375,7 +375,7 @@ class Client:
         self.user_agent = user_agent or "sgbd-client-python/" + __version__
         self._prefix = parts.path.rstrip("/")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._host_header = parts.netloc
+        self._host_header = parts.netloc.rpartition("@")[2]
         self._pool = _Pool(parts.scheme, parts.hostname, port, timeout,
                            ssl_context, max_idle)
         # Seams for the tests: the sleep between attempts and its dice.
