@@ -95,7 +95,8 @@ class Daemon:
     """
 
     def __init__(self, binary, args, workdir, name="serve"):
-        self.binary = binary
+        # The daemon runs in workdir: a relative path must not move.
+        self.binary = os.path.abspath(binary) if os.sep in binary else binary
         self.args = [str(a) for a in args]
         self.workdir = workdir
         self.log_path = os.path.join(workdir, name + ".log")
