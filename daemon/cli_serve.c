@@ -24,10 +24,23 @@ static void usage(FILE *f)
             "  --synthetic U,I,D[,SEED]\n"
             "                     serve random embeddings of U users, I "
             "items, width D\n"
-            "                     (benchmarks and tests)\n"
+            "                     (benchmarks and tests; their item ids are "
+            "added to\n"
+            "                     the store so that writes can name them)\n"
             "  --no-store         run without a store: writes answer 503\n\n"
             "Signals: SIGHUP reloads the options marked (reload); SIGTERM "
             "drains\nrequests in flight and exits 0.\n");
+}
+
+static int takes_value(const char *a)
+{
+    static const char *const opts[] = {"-c", "--config", "--db", "--listen",
+                                       "--synthetic", "--set", NULL};
+
+    for (const char *const *o = opts; *o; o++)
+        if (strcmp(a, *o) == 0)
+            return 1;
+    return 0;
 }
 
 int sgbd_cli_serve(int argc, char **argv)
@@ -46,6 +59,9 @@ int sgbd_cli_serve(int argc, char **argv)
             o.no_store = 1;
             continue;
         }
+        if (!takes_value(a))
+            return sgbd_errf(SGBD_E_USAGE, "unknown option '%s' (see sgbd "
+                             "serve --help)", a);
         if (!v)
             return sgbd_errf(SGBD_E_USAGE, "%s needs a value (see sgbd serve "
                              "--help)", a);
@@ -57,11 +73,11 @@ int sgbd_cli_serve(int argc, char **argv)
             o.listen = v;
         else if (strcmp(a, "--synthetic") == 0)
             o.synthetic = v;
-        else if (strcmp(a, "--set") == 0 && o.n_sets < SGBD_SERVE_MAX_SETS)
+        else if (o.n_sets < SGBD_SERVE_MAX_SETS)
             o.sets[o.n_sets++] = v;
         else
-            return sgbd_errf(SGBD_E_USAGE, "unknown option '%s' (see sgbd "
-                             "serve --help)", a);
+            return sgbd_errf(SGBD_E_USAGE, "more than %d --set options",
+                             SGBD_SERVE_MAX_SETS);
         k++;
     }
     return sgbd_serve_run(&o);
