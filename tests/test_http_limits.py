@@ -101,6 +101,15 @@ def test_http_huge_declared_body_refused_before_upload():
         check(r.status == 200, "still serving")
 
 
+def test_http_oversized_headers_refused():
+    with Daemon() as d:
+        reply = raw_exchange(d.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                             b"X-Big: " + b"a" * 100000 + b"\r\n\r\n")
+        check(reply.startswith(b"HTTP/1.1 431"), reply[:80])
+        r = d.request("GET", "/healthz", route="/healthz")
+        check(r.status == 200, "still serving")
+
+
 def test_http_chunked_overflow_is_discarded_not_buffered():
     with Daemon(args=["--set", "server.max_body_bytes=65536"]) as d:
         s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
@@ -215,6 +224,7 @@ if __name__ == "__main__":
     run([test_http_bad_json_types_and_features,
          test_http_bad_ids_and_k,
          test_http_huge_declared_body_refused_before_upload,
+         test_http_oversized_headers_refused,
          test_http_chunked_overflow_is_discarded_not_buffered,
          test_http_slow_client_is_cut_off_while_others_are_served,
          test_http_tokens_401_403])
