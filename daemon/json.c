@@ -239,7 +239,9 @@ void sgbd_json_float(struct sgbd_json *w, float v)
         sgbd_json_null(w);
         return;
     }
-    put_fmt(w, b, snprintf(b, sizeof(b), "%.7g", (double)v));
+    /* Nine significant digits: every float32 reads back as itself, so a
+     * feature vector fetched with GET and sent back with PUT is unchanged. */
+    put_fmt(w, b, snprintf(b, sizeof(b), "%.9g", (double)v));
 }
 
 void sgbd_json_bool(struct sgbd_json *w, int v)
