@@ -2,6 +2,7 @@
 #include "sgbd/layers.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "sgbd/mat.h"
@@ -140,6 +141,79 @@ void sgbd_layer_bpr_diff_backward(float *du, float *dp, float *dq,
     }
 }
 
+/*
+ * The softmax loops vectorise only when GCC may if-convert float
+ * compares, which -ftrapping-math (the default) forbids; that flag only
+ * concerns FP exception flags, never values, so the kernels below drop
+ * it (and exp_nonpos must match them to be inlined).
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SOFTMAX_KERNEL __attribute__((optimize("no-trapping-math")))
+#define SOFTMAX_INLINE                                                         \
+    __attribute__((optimize("no-trapping-math"), always_inline))
+#else
+#define SOFTMAX_KERNEL
+#define SOFTMAX_INLINE
+#endif
+
+/*
+ * exp(x) for x <= 0 in float, branch-free so the loops that call it
+ * vectorise (libm's exp was a third of SLMRec's time): x log2(e) = n + f
+ * with |f| <= 1/2, 2^f = e^g (g = f ln 2) by its degree-6 Taylor
+ * polynomial (relative error about 1e-7), 2^n put into the exponent
+ * bits; arguments below -87 flush to 0.
+ */
+SOFTMAX_INLINE static inline float exp_nonpos(float x)
+{
+    float xc = x > -87.0f ? x : -87.0f;
+    float t = xc * 1.44269504f;              /* x log2(e) */
+    int32_t ni = (int32_t)(t - 0.5f);        /* round, t <= 0 */
+    float g = (t - (float)ni) * 0.69314718f; /* |g| <= ln2 / 2 */
+    float p =
+        1.0f +
+        g * (1.0f +
+             g * (0.5f +
+                  g * (1.0f / 6 +
+                       g * (1.0f / 24 + g * (1.0f / 120 + g * (1.0f / 720))))));
+    int32_t bits = (ni + 127) * (1 << 23);
+    float scale;
+
+    memcpy(&scale, &bits, sizeof(scale));
+    return x > -87.0f ? p * scale : 0.0f;
+}
+
+#define LSE_CHUNK 64
+
+/* Row max and sum of exp(row - max): the exponentials in chunks, so
+ * that loop vectorises; the chunk is summed in double in a fixed order. */
+SOFTMAX_KERNEL
+static double row_logsumexp(const float *row, size_t B, float *mx_out)
+{
+    float e[LSE_CHUNK], mx = row[0];
+    double z = 0.0;
+
+    for (size_t c = 1; c < B; c++)
+        mx = row[c] > mx ? row[c] : mx;
+    for (size_t c0 = 0; c0 < B; c0 += LSE_CHUNK) {
+        size_t n = B - c0 < LSE_CHUNK ? B - c0 : LSE_CHUNK;
+        for (size_t k = 0; k < n; k++)
+            e[k] = exp_nonpos(row[c0 + k] - mx);
+        for (size_t k = 0; k < n; k++)
+            z += e[k];
+    }
+    *mx_out = mx;
+    return z;
+}
+
+/* d (n) += k exp(row - mx), vectorised like row_logsumexp. */
+SOFTMAX_KERNEL
+static void add_softmax_row(float *restrict d, const float *restrict row,
+                            size_t n, float mx, float k)
+{
+    for (size_t c = 0; c < n; c++)
+        d[c] += k * exp_nonpos(row[c] - mx);
+}
+
 double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
                           double scale)
 {
@@ -147,21 +221,16 @@ double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
 
     for (size_t b = 0; b < B; b++) {
         const float *row = logits + b * B;
-        float mx = row[0];
-        double z = 0.0;
+        float mx;
+        double z = row_logsumexp(row, B, &mx);
 
-        for (size_t c = 1; c < B; c++)
-            mx = row[c] > mx ? row[c] : mx;
-        for (size_t c = 0; c < B; c++)
-            z += exp((double)row[c] - mx);
         loss += log(z) + mx - row[b];
         if (!dlogits)
             continue;
         float *d = dlogits + b * B;
-        double k = scale / (double)B;
-        for (size_t c = 0; c < B; c++)
-            d[c] += (float)(k * (exp((double)row[c] - mx) / z));
-        d[b] -= (float)k;
+        float k = (float)(scale / (double)B / z);
+        add_softmax_row(d, row, B, mx, k);
+        d[b] -= (float)(scale / (double)B);
     }
     return loss / (double)B;
 }
