@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "common.h"
-#include "sgbd/bpr.h"
 #include "lgn.h"
+#include "sgbd/bpr.h"
 #include "sgbd/csr.h"
 #include "sgbd/err.h"
 #include "sgbd/graph.h"

@@ -4,6 +4,17 @@
  * Every model follows the contract of model.h; what is specific to each
  * (tensor names of its layout, D_out, what embed_new_item returns) is
  * listed here. Formulas are reference/algorithms.md section 6.
+ *
+ * Common to all: create copies what it needs from the dataset and the
+ * features (the model owns its frozen data; the inputs may be freed
+ * afterwards), builds its graphs and allocates its workspaces; loss_grad
+ * rejects a batch row outside (U, I) with NaN and changes nothing. An
+ * instance keeps per-call workspaces, so it serves one thread at a time
+ * (train and serve with separate instances). The graph models run their
+ * products on the compute pool and OpenBLAS (parallel.h, mat.h): call
+ * them from training or retraining threads. Channel names become tensor
+ * names ("<name>.pref", ...), so a name must leave room within
+ * SGBD_TENSOR_NAME (SGBD_E_LIMIT otherwise).
  */
 #ifndef SGBD_MODELS_H
 #define SGBD_MODELS_H
