@@ -478,11 +478,12 @@ INLINE vf16 dot_lanes(const float *u, const float *v, size_t d)
                             __builtin_shuffle(x, y, hi))
 
 /*
- * out[i] = sum of the 16 lanes of acc[i], for 16 vectors at once: four
- * rounds of pairwise folds (lane l + lane l + 8, then + 4, + 2, + 1), so
- * each item's sum follows the same tree wherever it sits in the block.
+ * Lane l of the result = sum of the 16 lanes of acc[l], for 16 vectors at
+ * once: four rounds of pairwise folds (lane l + lane l + 8, then + 4, + 2,
+ * + 1), so each item's sum follows the same tree wherever it sits in the
+ * block.
  */
-INLINE void reduce16(const vf16 *acc, float *out)
+INLINE vf16 reduce16(const vf16 *acc)
 {
     const vi16 l1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
     const vi16 h1 = {8, 9, 10, 11, 12, 13, 14, 15,
@@ -496,7 +497,7 @@ INLINE void reduce16(const vf16 *acc, float *out)
     const vi16 l4 = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     const vi16 h4 = {1, 3, 5, 7, 9, 11, 13, 15,
                      17, 19, 21, 23, 25, 27, 29, 31};
-    vf16 r1[8], r2[4], r3[2], r4;
+    vf16 r1[8], r2[4], r3[2];
 
     for (int p = 0; p < 8; p++)
         r1[p] = FOLD(acc[2 * p], acc[2 * p + 1], l1, h1);
@@ -504,8 +505,41 @@ INLINE void reduce16(const vf16 *acc, float *out)
         r2[p] = FOLD(r1[2 * p], r1[2 * p + 1], l2, h2);
     for (int p = 0; p < 2; p++)
         r3[p] = FOLD(r2[2 * p], r2[2 * p + 1], l3, h3);
-    r4 = FOLD(r3[0], r3[1], l4, h4);
-    memcpy(out, &r4, sizeof(r4));
+    return FOLD(r3[0], r3[1], l4, h4);
+}
+
+/* dot_lanes() for D = 64 with u in four registers (the same sums). */
+INLINE vf16 lanes64(vf16 u0, vf16 u1, vf16 u2, vf16 u3, const float *v)
+{
+    vf16 a = u0 * load16(v);
+
+    a += u1 * load16(v + 16);
+    a += u2 * load16(v + 32);
+    a += u3 * load16(v + 48);
+    return a;
+}
+
+/*
+ * Scores of the 16 rows v + row[l] * vs. D = 64, every model's default,
+ * keeps u in registers; full groups (row[l] = l, the hot loop) unroll so
+ * that the rows are constant offsets and the sums go out in one store.
+ */
+INLINE vf16 group16(const float *u, const float *v, size_t vs, size_t d,
+                    const size_t *row)
+{
+    vf16 acc[LANES];
+
+    if (d == 64) {
+        vf16 u0 = load16(u), u1 = load16(u + 16), u2 = load16(u + 32),
+             u3 = load16(u + 48);
+#pragma GCC unroll 16
+        for (size_t l = 0; l < LANES; l++)
+            acc[l] = lanes64(u0, u1, u2, u3, v + (row ? row[l] : l) * vs);
+    } else {
+        for (size_t l = 0; l < LANES; l++)
+            acc[l] = dot_lanes(u, v + (row ? row[l] : l) * vs, d);
+    }
+    return reduce16(acc);
 }
 
 /*
@@ -517,31 +551,19 @@ KERNEL_CLONES
 static void dot_rows(const float *restrict u, const float *restrict v,
                      size_t vs, size_t n, size_t d, float *restrict out)
 {
-    vf16 acc[LANES];
-    float sums[LANES];
+    size_t i0 = 0, row[LANES];
+    vf16 sums;
 
-    for (size_t i0 = 0; i0 < n; i0 += LANES) {
-        size_t m = n - i0 < LANES ? n - i0 : LANES;
-        if (d == 64) {
-            /* D = 64, every model's default: u stays in registers. */
-            vf16 u0 = load16(u), u1 = load16(u + 16), u2 = load16(u + 32),
-                 u3 = load16(u + 48);
-            for (size_t l = 0; l < LANES; l++) {
-                const float *vr = v + (i0 + (l < m ? l : m - 1)) * vs;
-                vf16 a = u0 * load16(vr);
-                a += u1 * load16(vr + 16);
-                a += u2 * load16(vr + 32);
-                a += u3 * load16(vr + 48);
-                acc[l] = a;
-            }
-        } else {
-            for (size_t l = 0; l < LANES; l++)
-                acc[l] = dot_lanes(u, v + (i0 + (l < m ? l : m - 1)) * vs,
-                                   d);
-        }
-        reduce16(acc, sums);
-        memcpy(out + i0, sums, m * sizeof(float));
+    for (; i0 + LANES <= n; i0 += LANES) {
+        sums = group16(u, v + i0 * vs, vs, d, NULL);
+        memcpy(out + i0, &sums, sizeof(sums));
     }
+    if (i0 == n)
+        return;
+    for (size_t l = 0; l < LANES; l++)
+        row[l] = l < n - i0 ? l : n - i0 - 1;
+    sums = group16(u, v + i0 * vs, vs, d, row);
+    memcpy(out + i0, &sums, (n - i0) * sizeof(float));
 }
 
 /* s[i - base] = NaN for every set bit i of bits in [base, base + n). */

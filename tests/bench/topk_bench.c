@@ -1,0 +1,264 @@
+/*
+ * topk_bench.c - the top-k engine alone, timed next to a plain sgemv on the
+ * same embeddings (tests/bench/topk_faiss.py drives it and adds FAISS).
+ *
+ *     topk_bench ITEMS.npy QUERIES.npy SEEN.npy K BATCH ROUNDS THREADS OUT.npy
+ *
+ * ITEMS (I, D) and QUERIES (Q, D) are float matrices; SEEN (S, 2) holds
+ * (query row, item) pairs, the items each query must not get. Per query
+ * the timed work is what the daemon does: a zeroed exclusion bitset, its
+ * seen bits set, then sgbd_topk_user (single) or, per BATCH queries, one
+ * sgbd_topk_users call (batch). The baseline is sgbd_mat_gemv_n (OpenBLAS
+ * sgemv) of items x query into a score buffer, nothing else. ROUNDS passes
+ * over all queries, interleaved (sgemv, single, batch in each round) so
+ * all three see the same machine load; each figure is the best and the
+ * median of the per-round means, in microseconds per query. OpenBLAS runs
+ * THREADS threads (the batch product); sgemv and single queries are
+ * serial. OUT gets the single-query results (Q, K) as float indices (-1
+ * where a query has fewer than K) for the comparison with FAISS; the
+ * batch results are checked to equal them here.
+ *
+ * Prints one JSON object on stdout.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sgbd/err.h"
+#include "sgbd/mat.h"
+#include "sgbd/npy.h"
+#include "sgbd/topk.h"
+
+struct seen {
+    size_t *ptr;                /* (Q + 1) */
+    uint32_t *items;            /* (S) grouped by query */
+};
+
+static double now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static int load(const char *path, struct sgbd_mat *m)
+{
+    int rc = sgbd_npy_read(path, m, NULL);
+
+    if (rc != 0)
+        fprintf(stderr, "topk_bench: %s: %s\n", path, sgbd_err_detail(rc));
+    return rc;
+}
+
+/* Group the (query, item) pairs of pairs by query (counting sort). */
+static int seen_build(struct sgbd_mat pairs, size_t q, struct seen *s)
+{
+    size_t *fill;
+
+    s->ptr = calloc(q + 1, sizeof(size_t));
+    s->items = malloc((pairs.rows + 1) * sizeof(uint32_t));
+    fill = calloc(q + 1, sizeof(size_t));
+    if (!s->ptr || !s->items || !fill || pairs.cols != 2) {
+        free(fill);
+        return -1;
+    }
+    for (size_t r = 0; r < pairs.rows; r++)
+        s->ptr[(size_t)sgbd_mat_row(pairs, r)[0] + 1]++;
+    for (size_t u = 0; u < q; u++)
+        s->ptr[u + 1] += s->ptr[u];
+    for (size_t r = 0; r < pairs.rows; r++) {
+        size_t u = (size_t)sgbd_mat_row(pairs, r)[0];
+        s->items[s->ptr[u] + fill[u]++] = (uint32_t)sgbd_mat_row(pairs, r)[1];
+    }
+    free(fill);
+    return 0;
+}
+
+/* The daemon's per-request exclusion: zeroed bitset plus seen bits. */
+static void fill_bits(uint64_t *bits, size_t words, const struct seen *s,
+                      size_t u)
+{
+    memset(bits, 0, words * sizeof(uint64_t));
+    for (size_t e = s->ptr[u]; e < s->ptr[u + 1]; e++)
+        sgbd_bitset_set(bits, s->items[e]);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+struct run {
+    struct sgbd_mat items, queries;
+    struct seen seen;
+    size_t k, batch, words;
+    uint64_t *bits;             /* (batch, words) */
+    float *scores;              /* (I) sgemv output */
+    uint32_t *idx, *bidx;       /* (Q, K) single and batch results */
+    float *sc, *bsc;            /* (Q, K) */
+    size_t *bn;                 /* (batch) */
+    double sink;
+};
+
+static double time_sgemv(struct run *r)
+{
+    double t0 = now_us();
+
+    for (size_t u = 0; u < r->queries.rows; u++) {
+        sgbd_mat_gemv_n(r->scores, r->items, sgbd_mat_row(r->queries, u),
+                        1.0f, 0.0f);
+        r->sink += r->scores[u % r->items.rows];
+    }
+    return (now_us() - t0) / (double)r->queries.rows;
+}
+
+static double time_single(struct run *r)
+{
+    double t0 = now_us();
+
+    for (size_t u = 0; u < r->queries.rows; u++) {
+        int n;
+        fill_bits(r->bits, r->words, &r->seen, u);
+        n = sgbd_topk_user(sgbd_mat_row(r->queries, u), r->items, r->k,
+                           r->bits, r->idx + u * r->k, r->sc + u * r->k);
+        for (int j = n < 0 ? 0 : n; j < (int)r->k; j++)
+            r->idx[u * r->k + (size_t)j] = UINT32_MAX;
+    }
+    return (now_us() - t0) / (double)r->queries.rows;
+}
+
+static double time_batch(struct run *r)
+{
+    const uint64_t *ex[4096];
+    double t0 = now_us();
+
+    for (size_t u0 = 0; u0 < r->queries.rows; u0 += r->batch) {
+        size_t b = r->queries.rows - u0 < r->batch ? r->queries.rows - u0
+                                                    : r->batch;
+        for (size_t j = 0; j < b; j++) {
+            fill_bits(r->bits + j * r->words, r->words, &r->seen, u0 + j);
+            ex[j] = r->bits + j * r->words;
+        }
+        if (sgbd_topk_users(sgbd_mat_rows(r->queries, u0, b), r->items,
+                            r->k, ex, r->bidx + u0 * r->k,
+                            r->bsc + u0 * r->k, r->bn) != 0)
+            return -1;
+        for (size_t j = 0; j < b; j++)
+            for (size_t c = r->bn[j]; c < r->k; c++)
+                r->bidx[(u0 + j) * r->k + c] = UINT32_MAX;
+    }
+    return (now_us() - t0) / (double)r->queries.rows;
+}
+
+static void summary(const char *name, double *t, int n, int last)
+{
+    double best = t[0];
+
+    for (int j = 1; j < n; j++)
+        best = t[j] < best ? t[j] : best;
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    printf("  \"%s_us\": {\"best\": %.2f, \"median\": %.2f}%s\n", name, best,
+           t[n / 2], last ? "" : ",");
+}
+
+/* Fraction of single-query results the batch path matches (ids). */
+static double batch_agreement(const struct run *r)
+{
+    size_t same = 0, all = r->queries.rows * r->k;
+
+    for (size_t j = 0; j < all; j++)
+        same += r->idx[j] == r->bidx[j];
+    return (double)same / (double)all;
+}
+
+static int write_out(const char *path, const struct run *r)
+{
+    struct sgbd_mat o;
+    int rc = sgbd_mat_alloc(&o, r->queries.rows, r->k);
+
+    if (rc != 0)
+        return rc;
+    for (size_t j = 0; j < r->queries.rows * r->k; j++)
+        o.data[j] = r->idx[j] == UINT32_MAX ? -1.0f : (float)r->idx[j];
+    rc = sgbd_npy_write(path, o);
+    sgbd_mat_release(&o);
+    return rc;
+}
+
+static int setup(struct run *r, char **argv)
+{
+    struct sgbd_mat pairs;
+    size_t q;
+
+    if (load(argv[1], &r->items) || load(argv[2], &r->queries) ||
+        load(argv[3], &pairs))
+        return -1;
+    q = r->queries.rows;
+    r->k = strtoul(argv[4], NULL, 10);
+    r->batch = strtoul(argv[5], NULL, 10);
+    r->words = sgbd_bitset_words(r->items.rows);
+    if (r->k == 0 || r->batch == 0 || r->batch > 4096 ||
+        r->queries.cols != r->items.cols || seen_build(pairs, q, &r->seen))
+        return -1;
+    free(pairs.data);
+    r->bits = malloc(r->batch * r->words * sizeof(uint64_t));
+    r->scores = malloc(r->items.rows * sizeof(float));
+    r->idx = malloc(q * r->k * sizeof(uint32_t));
+    r->bidx = malloc(q * r->k * sizeof(uint32_t));
+    r->sc = malloc(q * r->k * sizeof(float));
+    r->bsc = malloc(q * r->k * sizeof(float));
+    r->bn = malloc(r->batch * sizeof(size_t));
+    return r->bits && r->scores && r->idx && r->bidx && r->sc && r->bsc &&
+                   r->bn ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct run r = {0};
+    int rounds, threads;
+    double *tg, *ts, *tb;
+
+    if (argc != 9) {
+        fprintf(stderr, "usage: topk_bench ITEMS.npy QUERIES.npy SEEN.npy "
+                "K BATCH ROUNDS THREADS OUT.npy\n");
+        return 2;
+    }
+    if (setup(&r, argv) != 0) {
+        fprintf(stderr, "topk_bench: bad input or out of memory\n");
+        return 1;
+    }
+    rounds = atoi(argv[6]);
+    threads = atoi(argv[7]);
+    rounds = rounds < 1 ? 1 : rounds;
+    sgbd_mat_set_threads(threads);
+    tg = calloc((size_t)rounds, sizeof(double));
+    ts = calloc((size_t)rounds, sizeof(double));
+    tb = calloc((size_t)rounds, sizeof(double));
+    if (!tg || !ts || !tb)
+        return 1;
+    time_single(&r);    /* warm the caches and the clones' resolvers */
+    for (int j = 0; j < rounds; j++) {
+        tg[j] = time_sgemv(&r);
+        ts[j] = time_single(&r);
+        tb[j] = time_batch(&r);
+        if (tb[j] < 0)
+            return 1;
+    }
+    printf("{\n  \"items\": %zu, \"dim\": %zu, \"queries\": %zu, \"k\": %zu,"
+           " \"batch\": %zu, \"threads\": %d, \"rounds\": %d,\n",
+           r.items.rows, r.items.cols, r.queries.rows, r.k, r.batch,
+           threads, rounds);
+    printf("  \"batch_matches_single\": %.6f,\n", batch_agreement(&r));
+    summary("sgemv", tg, rounds, 0);
+    summary("single", ts, rounds, 0);
+    summary("batch", tb, rounds, 1);
+    printf("}\n");
+    if (r.sink == 12345.678)
+        fprintf(stderr, "\n");
+    return write_out(argv[8], &r) == 0 ? 0 : 1;
+}
