@@ -231,17 +231,160 @@ void sgbd_json_num(struct sgbd_json *w, double v)
     put_fmt(w, b, snprintf(b, sizeof(b), "%.9g", v));
 }
 
+/* ---- floats: printf("%.9g") without printf ---- */
+
+__extension__ typedef unsigned __int128 u128;
+
+#define DIGITS 9                    /* significant digits of a float */
+#define MAX_POW10 38                /* 10^38 < 2^127 */
+#define FAST_MAX_SCALE 27           /* m 10^27 < 2^114 */
+
+static u128 pow10_u128(int p)
+{
+    static const uint64_t t[20] = {
+        1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000,
+        1000000000, 10000000000, 100000000000, 1000000000000,
+        10000000000000, 100000000000000, 1000000000000000,
+        10000000000000000, 100000000000000000, 1000000000000000000u,
+        10000000000000000000u};
+
+    return p < 20 ? t[p] : (u128)t[19] * t[p - 19];
+}
+
+/*
+ * |v| = m 2^e (v finite, not 0) as q = floor(|v| 10^p) and whether the
+ * rest is below, at or above one half (-1, 0, 1), exactly in 128 bits.
+ * Returns -1 where that could overflow (p > 27, p < -38, e > 100): the
+ * caller falls back to snprintf.
+ */
+static int scale(uint32_t m, int e, int p, uint64_t *q, int *half)
+{
+    u128 num = m, den, rest;
+
+    if (p > FAST_MAX_SCALE || p < -MAX_POW10 || e > 100 ||
+        (e < 0 && p < 0))
+        return -1;
+    if (e < 0) {                    /* m 10^p / 2^-e: a shift */
+        num *= pow10_u128(p);
+        if (-e >= 120)
+            return -1;
+        *q = (uint64_t)(num >> -e);
+        rest = num & (((u128)1 << -e) - 1);
+        den = (u128)1 << -e;
+    } else {                        /* m 2^e 10^p, or m 2^e / 10^-p */
+        num <<= e;
+        if (p >= 0) {
+            *q = (uint64_t)(num * pow10_u128(p));
+            *half = -1;
+            return 0;
+        }
+        den = pow10_u128(-p);
+        *q = (uint64_t)(num / den);
+        rest = num % den;
+    }
+    *half = rest * 2 < den ? -1 : rest * 2 == den ? 0 : 1;
+    return 0;
+}
+
+/*
+ * The nine significant digits of |v| rounded to nearest, ties to even, as
+ * glibc's printf rounds the exact binary value: *digits in [10^8, 10^9)
+ * and *exp10 with |v| ~ digits 10^(exp10 - 8). -1 when the fast path
+ * does not cover v (|v| < 1e-19): the caller uses snprintf.
+ */
+static int float_digits(float v, uint64_t *digits, int *exp10)
+{
+    uint32_t bits, m;
+    int e, e2, x, half;
+    uint64_t q;
+
+    memcpy(&bits, &v, sizeof(bits));
+    m = bits & 0x7fffffu;
+    e = (int)(bits >> 23 & 0xff);
+    if (e == 0)
+        e = -149;                   /* subnormal: m 2^-149 */
+    else
+        m |= 0x800000u, e -= 150;   /* m 2^(e - 150), m in [2^23, 2^24) */
+    e2 = e + 31 - __builtin_clz(m); /* 2^e2 <= |v| < 2^(e2 + 1) */
+    /* floor(e2 log10 2) is floor(log10 |v|) or one below it. */
+    x = e2 >= 0 ? e2 * 78913 >> 18 : -((-e2 * 78913 + (1 << 18) - 1) >> 18);
+    if (scale(m, e, DIGITS - 1 - x, &q, &half) != 0)
+        return -1;
+    if (q >= 1000000000u) {
+        x++;
+        if (scale(m, e, DIGITS - 1 - x, &q, &half) != 0)
+            return -1;
+    }
+    q += half > 0 || (half == 0 && (q & 1));
+    if (q == 1000000000u) {
+        q = 100000000u;
+        x++;
+    }
+    *digits = q;
+    *exp10 = x;
+    return 0;
+}
+
+/* Write "%.9g" of digits 10^(x - 8): fixed for -4 <= x < 9, else d.de±XX,
+ * trailing zeros of the fraction dropped (and the point with them). */
+static int format_g(char *b, int neg, uint64_t digits, int x)
+{
+    char d[DIGITS];
+    int n = 0, last = DIGITS - 1, point;
+
+    for (int i = DIGITS - 1; i >= 0; i--, digits /= 10)
+        d[i] = (char)('0' + digits % 10);
+    while (last > 0 && d[last] == '0')
+        last--;                     /* d[0..last] are significant */
+    if (neg)
+        b[n++] = '-';
+    if (x < -4 || x >= DIGITS) {
+        b[n++] = d[0];
+        if (last > 0)
+            b[n++] = '.';
+        for (int i = 1; i <= last; i++)
+            b[n++] = d[i];
+        return n + sprintf(b + n, "e%c%02d", x < 0 ? '-' : '+',
+                           x < 0 ? -x : x);
+    }
+    if (x < 0) {
+        b[n++] = '0';
+        b[n++] = '.';
+        for (int i = 0; i < -x - 1; i++)
+            b[n++] = '0';
+        point = -1;
+    } else {
+        point = x;                  /* d[0..x] before the point */
+    }
+    for (int i = 0; i <= (last > point ? last : point); i++) {
+        b[n++] = d[i];
+        if (i == point && last > point)
+            b[n++] = '.';
+    }
+    return n;
+}
+
 void sgbd_json_float(struct sgbd_json *w, float v)
 {
+    uint64_t digits;
     char b[40];
+    int x;
 
     if (!isfinite(v)) {
         sgbd_json_null(w);
         return;
     }
     /* Nine significant digits: every float32 reads back as itself, so a
-     * feature vector fetched with GET and sent back with PUT is unchanged. */
-    put_fmt(w, b, snprintf(b, sizeof(b), "%.9g", (double)v));
+     * feature vector fetched with GET and sent back with PUT is unchanged.
+     * Scores are most of a recommendation's text, so the digits come from
+     * integer arithmetic: the same text as snprintf "%.9g", which is still
+     * used below 1e-19 and above 2^124. */
+    if (v == 0)
+        put_fmt(w, signbit(v) ? "-0" : "0", signbit(v) ? 2 : 1);
+    else if (float_digits(v, &digits, &x) == 0)
+        put_fmt(w, b, format_g(b, signbit(v) != 0, digits, x));
+    else
+        put_fmt(w, b, snprintf(b, sizeof(b), "%.9g", (double)v));
 }
 
 void sgbd_json_bool(struct sgbd_json *w, int v)
