@@ -212,11 +212,11 @@ int sgbd_api_new(struct sgbd_api **out, const struct sgbd_api_opts *o)
         api->hooks = *o->hooks;
     for (int r = 0; r < N_ROUTES; r++)
         names[r] = routes[r].tmpl;
-    rc = sgbd_metrics_new(&api->metrics, names, N_ROUTES);
+    rc = sgbd_metrics_http_new(&api->metrics, names, N_ROUTES);
     if (rc == 0)
         rc = runtime_new(&api->rt, o->cfg);
     if (rc != 0) {
-        sgbd_metrics_free(api->metrics);
+        sgbd_metrics_http_free(api->metrics);
         free(api);
         return rc;
     }
@@ -232,7 +232,7 @@ void sgbd_api_free(struct sgbd_api *api)
     if (!api)
         return;
     runtime_free(api->rt);
-    sgbd_metrics_free(api->metrics);
+    sgbd_metrics_http_free(api->metrics);
     pthread_rwlock_destroy(&api->rt_lock);
     pthread_mutex_destroy(&api->batch_lock);
     pthread_mutex_destroy(&api->channel_lock);
@@ -853,7 +853,7 @@ out:
     json_decref(body);
 }
 
-static void sample_gauges(struct call *c, struct sgbd_metrics_gauges *g)
+static void sample_gauges(struct call *c, struct sgbd_metrics_http_gauges *g)
 {
     const struct sgbd_snapshot *s = c->view.snap;
     struct sgbd_retrain_status rs;
@@ -891,12 +891,12 @@ static void sample_gauges(struct call *c, struct sgbd_metrics_gauges *g)
 
 static void h_metrics(struct call *c)
 {
-    struct sgbd_metrics_gauges g;
+    struct sgbd_metrics_http_gauges g;
     char *text;
     size_t len;
 
     sample_gauges(c, &g);
-    if (sgbd_metrics_render(c->api->metrics, &g, &text, &len) != 0) {
+    if (sgbd_metrics_http_render(c->api->metrics, &g, &text, &len) != 0) {
         api_fail(c, 500, "internal", "out of memory");
         return;
     }
@@ -1059,6 +1059,6 @@ void sgbd_api_handle(struct sgbd_api *api, struct sgbd_api_request *req,
 void sgbd_api_finish(struct sgbd_api *api, const struct sgbd_api_request *req,
                      const struct sgbd_api_response *resp, double seconds)
 {
-    sgbd_metrics_observe(api->metrics, req->route, resp->status, seconds);
+    sgbd_metrics_http_observe(api->metrics, req->route, resp->status, seconds);
     atomic_fetch_sub(&api->in_flight, 1);
 }

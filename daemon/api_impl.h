@@ -45,7 +45,7 @@ struct sgbd_api {
     struct sgbd_store *store;
     struct sgbd_snapshot_slot *slot;
     struct sgbd_retrain_hooks hooks;
-    struct sgbd_metrics *metrics;
+    struct sgbd_metrics_http *metrics;
 
     pthread_rwlock_t rt_lock;
     struct api_runtime *rt;

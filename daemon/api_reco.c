@@ -399,7 +399,7 @@ void api_h_recommend(struct call *c)
         api_fail_rc(c, rc);
         goto out;
     }
-    sgbd_metrics_batch(c->api->metrics, 1);
+    sgbd_metrics_http_batch(c->api->metrics, 1);
     sgbd_json_init(&w);
     write_reco(&w, &c->view, c->id, c->id_len, out.idx, out.score, out.n,
                out.fallback);
@@ -607,7 +607,7 @@ void api_h_batch(struct call *c)
         api_fail_rc(c, rc);
         goto out;
     }
-    sgbd_metrics_batch(c->api->metrics, b.n);
+    sgbd_metrics_http_batch(c->api->metrics, b.n);
     api_begin_body(c, &w);
     sgbd_json_key(&w, "results");
     sgbd_json_begin_array(&w);

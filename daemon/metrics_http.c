@@ -37,7 +37,7 @@ struct route_stats {
     atomic_uint_fast64_t sum_ns;
 };
 
-struct sgbd_metrics {
+struct sgbd_metrics_http {
     int n_routes;
     struct route_stats r[SGBD_METRICS_MAX_ROUTES];
     atomic_uint_fast64_t batch[N_BATCH + 1];
@@ -53,10 +53,10 @@ static double now_unix(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int sgbd_metrics_new(struct sgbd_metrics **out, const char *const *routes,
+int sgbd_metrics_http_new(struct sgbd_metrics_http **out, const char *const *routes,
                      int n)
 {
-    struct sgbd_metrics *m;
+    struct sgbd_metrics_http *m;
 
     if (n < 0 || n > SGBD_METRICS_MAX_ROUTES - 1)
         return sgbd_errf(SGBD_E_LIMIT, "metrics: %d routes, at most %d", n,
@@ -73,12 +73,12 @@ int sgbd_metrics_new(struct sgbd_metrics **out, const char *const *routes,
     return 0;
 }
 
-void sgbd_metrics_free(struct sgbd_metrics *m)
+void sgbd_metrics_http_free(struct sgbd_metrics_http *m)
 {
     free(m);
 }
 
-void sgbd_metrics_observe(struct sgbd_metrics *m, int route, int status,
+void sgbd_metrics_http_observe(struct sgbd_metrics_http *m, int route, int status,
                           double seconds)
 {
     struct route_stats *r;
@@ -99,7 +99,7 @@ void sgbd_metrics_observe(struct sgbd_metrics *m, int route, int status,
                               memory_order_relaxed);
 }
 
-void sgbd_metrics_batch(struct sgbd_metrics *m, size_t users)
+void sgbd_metrics_http_batch(struct sgbd_metrics_http *m, size_t users)
 {
     size_t b = 0;
 
@@ -163,7 +163,7 @@ static void counter(struct text *t, const char *name, const char *help,
         name, v);
 }
 
-static void render_requests(struct text *t, struct sgbd_metrics *m)
+static void render_requests(struct text *t, struct sgbd_metrics_http *m)
 {
     add(t, "# HELP sgbd_http_requests_total HTTP requests by route "
            "template and status.\n# TYPE sgbd_http_requests_total "
@@ -182,7 +182,7 @@ static void render_requests(struct text *t, struct sgbd_metrics *m)
         }
 }
 
-static void render_latency(struct text *t, struct sgbd_metrics *m)
+static void render_latency(struct text *t, struct sgbd_metrics_http *m)
 {
     add(t, "# HELP sgbd_http_request_duration_seconds Time from the "
            "request's arrival to its response being queued.\n# TYPE "
@@ -207,7 +207,7 @@ static void render_latency(struct text *t, struct sgbd_metrics *m)
     }
 }
 
-static void render_batch(struct text *t, struct sgbd_metrics *m)
+static void render_batch(struct text *t, struct sgbd_metrics_http *m)
 {
     uint64_t cum = 0;
 
@@ -227,7 +227,7 @@ static void render_batch(struct text *t, struct sgbd_metrics *m)
         (unsigned long long)atomic_load(&m->batch_n));
 }
 
-static void render_model(struct text *t, const struct sgbd_metrics_gauges *g)
+static void render_model(struct text *t, const struct sgbd_metrics_http_gauges *g)
 {
     double now = now_unix();
 
@@ -264,7 +264,7 @@ static void render_model(struct text *t, const struct sgbd_metrics_gauges *g)
 }
 
 static void render_retrain(struct text *t,
-                           const struct sgbd_metrics_gauges *g)
+                           const struct sgbd_metrics_http_gauges *g)
 {
     counter(t, "sgbd_config_reloads_total", "SIGHUP reloads applied.",
             (double)g->reloads_total);
@@ -297,7 +297,7 @@ static long count_fds(void)
     return n - 1; /* the directory stream's own descriptor */
 }
 
-static void render_process(struct text *t, struct sgbd_metrics *m)
+static void render_process(struct text *t, struct sgbd_metrics_http *m)
 {
     struct rusage ru;
     long pages = 0, resident = 0;
@@ -324,8 +324,8 @@ static void render_process(struct text *t, struct sgbd_metrics *m)
            "gauge\nsgbd_build_info{version=\"%s\"} 1\n", SGBD_VERSION);
 }
 
-int sgbd_metrics_render(struct sgbd_metrics *m,
-                        const struct sgbd_metrics_gauges *g, char **out,
+int sgbd_metrics_http_render(struct sgbd_metrics_http *m,
+                        const struct sgbd_metrics_http_gauges *g, char **out,
                         size_t *len)
 {
     struct text t = {malloc(16384), 0, 16384, 0};

@@ -15,10 +15,10 @@
 
 #define SGBD_METRICS_MAX_ROUTES 24
 
-struct sgbd_metrics;
+struct sgbd_metrics_http;
 
 /* Facts sampled when /metrics is scraped. */
-struct sgbd_metrics_gauges {
+struct sgbd_metrics_http_gauges {
     uint64_t model_version;          /* 0: no model */
     double snapshot_published_at;    /* unix seconds, 0: none */
     uint64_t snapshot_users, snapshot_items;
@@ -42,24 +42,24 @@ struct sgbd_metrics_gauges {
  * "/v1/users/{id}/recommendations"); route n is added as "other".
  * Errors: SGBD_E_LIMIT (n > SGBD_METRICS_MAX_ROUTES - 1), -ENOMEM.
  */
-int sgbd_metrics_new(struct sgbd_metrics **out, const char *const *routes,
+int sgbd_metrics_http_new(struct sgbd_metrics_http **out, const char *const *routes,
                      int n);
-void sgbd_metrics_free(struct sgbd_metrics *m);
+void sgbd_metrics_http_free(struct sgbd_metrics_http *m);
 
 /* Count one finished request of route (out of range: "other"). */
-void sgbd_metrics_observe(struct sgbd_metrics *m, int route, int status,
+void sgbd_metrics_http_observe(struct sgbd_metrics_http *m, int route, int status,
                           double seconds);
 
 /* Count one request in the scoring batch-size histogram. */
-void sgbd_metrics_batch(struct sgbd_metrics *m, size_t users);
+void sgbd_metrics_http_batch(struct sgbd_metrics_http *m, size_t users);
 
 /*
  * The exposition text (malloc'd, the caller frees; *len bytes): the
  * counters, histograms, gauges g, sgbd_build_info and process_*.
  * Errors: -ENOMEM.
  */
-int sgbd_metrics_render(struct sgbd_metrics *m,
-                        const struct sgbd_metrics_gauges *g, char **out,
+int sgbd_metrics_http_render(struct sgbd_metrics_http *m,
+                        const struct sgbd_metrics_http_gauges *g, char **out,
                         size_t *len);
 
 #endif
