@@ -51,7 +51,7 @@ string(FIND "${unit}" "ExecStart=${prefix}/${SGBD_BINDIR}/sgbd serve -c "
 if(at LESS 0)
     message(FATAL_ERROR "systemd/sgbd.service: ExecStart is not "
             "'/usr/bin/sgbd serve -c /etc/sgbd/sgbd.conf ...'; "
-            "cmake/SgbdInstall.cmake cannot rewrite it")
+            "systemd/install.cmake cannot rewrite it")
 endif()
 set(stage "${SGBD_BIN_DIR}/install-stage")
 file(MAKE_DIRECTORY "${stage}/unit" "${stage}/sysusers" "${stage}/tmpfiles")
