@@ -17,6 +17,7 @@ static const struct command commands[] = {
     {"demo", sgbd_cli_demo, "serve a sample catalogue in one command"},
     {"train", sgbd_cli_train, "train a model on a dataset"},
     {"eval", sgbd_cli_eval, "evaluate a saved model"},
+    {"landscape", sgbd_cli_landscape, "plot the loss around saved models"},
     {"config", sgbd_cli_config, "print the reference configuration"},
     {"synth", sgbd_cli_synth, "write a synthetic multimodal catalogue"},
     {"import", sgbd_cli_import, "import an MMRec dataset into the store"},

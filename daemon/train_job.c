@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sgbd/bpr.h"
 #include "sgbd/bulkio.h"
 #include "sgbd/checkpoint.h"
 #include "sgbd/dataset.h"
@@ -571,38 +572,48 @@ out:
     return rc;
 }
 
+/* Rebuild the saved model of job->in_path (or the store's checkpoint) on
+ * job's data: r gets data, model and theta. The saved model, not the
+ * command line, says which model this is and with which hyper-parameters. */
+static int load_saved(struct run *r, struct sgbd_checkpoint_info *info)
+{
+    const struct sgbd_train_job *job = r->job;
+    struct sgbd_params layout;
+    float *saved = NULL;
+    int rc = 0;
+
+    if (job->db_path)
+        rc = open_store(r);
+    if (rc == 0)
+        rc = read_saved(r, info, &layout, &saved);
+    if (rc == 0)
+        rc = setup(r, info->model);
+    if (rc == 0) {
+        hparams_from_info(&r->hp, info);
+        rc = create_model(r);
+    }
+    if (rc == 0)
+        rc = check_layout(&r->model->layout, &layout,
+                          job->in_path ? job->in_path : "checkpoint");
+    if (rc == 0)
+        memcpy(r->theta, saved, layout.n * sizeof(float));
+    sgbd_params_free_arena(saved);
+    return rc;
+}
+
 int sgbd_train_job_eval(struct sgbd_train_job *job,
                         struct sgbd_train_report *rep)
 {
     struct sgbd_checkpoint_info info;
-    struct sgbd_params layout;
     struct run r;
-    float *saved = NULL;
-    int rc = 0;
+    int rc;
 
     memset(rep, 0, sizeof(*rep));
     memset(&r, 0, sizeof(r));
     r.job = job;
-    /* The saved model, not the command line, says which model this is
-     * and with which hyper-parameters. */
-    if (job->db_path)
-        rc = open_store(&r);
+    rc = load_saved(&r, &info);
     if (rc == 0)
-        rc = read_saved(&r, &info, &layout, &saved);
-    if (rc == 0)
-        rc = setup(&r, info.model);
-    if (rc)
-        goto out;
-    hparams_from_info(&r.hp, &info);
-    rc = create_model(&r);
-    if (rc == 0)
-        rc = check_layout(&r.model->layout, &layout,
-                          job->in_path ? job->in_path : "checkpoint");
-    if (rc)
-        goto out;
-    memcpy(r.theta, saved, layout.n * sizeof(float));
-
-    rc = r.ops->embed(r.model, r.theta, r.users, r.items);
+        rc = r.ops->embed(r.model, r.theta, r.users, r.items);
     if (rc == 0)
         rc = eval_splits(&r, &rep->result.best, 1);
     rep->result.best_epoch = (int)info.epoch;
@@ -612,8 +623,182 @@ int sgbd_train_job_eval(struct sgbd_train_job *job,
         rc = eval_noisy(&r, &rep->noisy);
         rep->has_noisy = rc == 0;
     }
+    teardown(&r);
+    return rc;
+}
+
+/* ---- Loss landscape --------------------------------------------------- */
+
+/* A fixed set of batches (negatives drawn once) to measure the loss on. */
+struct probe_batches {
+    int n;
+    size_t rows[SGBD_LANDSCAPE_MAX_BATCHES];
+    uint32_t *users, *pos, *neg;    /* (n * B) each */
+    size_t B;
+};
+
+static int probe_batches_draw(struct probe_batches *pb, struct run *r,
+                              int n_batches, uint64_t seed)
+{
+    struct sgbd_bpr_sampler *s = NULL;
+    struct sgbd_batch b;
+    size_t B = (size_t)r->job->cfg.batch_size;
+    int rc;
+
+    memset(pb, 0, sizeof(*pb));
+    rc = sgbd_bpr_sampler_new(&s, &r->ds, B, seed);
+    if (rc)
+        return rc;
+    pb->B = B;
+    pb->users = malloc((size_t)n_batches * B * sizeof(uint32_t));
+    pb->pos = malloc((size_t)n_batches * B * sizeof(uint32_t));
+    pb->neg = malloc((size_t)n_batches * B * sizeof(uint32_t));
+    if (!pb->users || !pb->pos || !pb->neg) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    sgbd_bpr_epoch_begin(s);
+    while (pb->n < n_batches && sgbd_bpr_next(s, &b)) {
+        size_t off = (size_t)pb->n * B;
+        memcpy(pb->users + off, b.users, b.n * sizeof(uint32_t));
+        memcpy(pb->pos + off, b.pos, b.n * sizeof(uint32_t));
+        memcpy(pb->neg + off, b.neg, b.n * sizeof(uint32_t));
+        pb->rows[pb->n++] = b.n;
+    }
 out:
-    sgbd_params_free_arena(saved);
+    sgbd_bpr_sampler_free(s);
+    return rc;
+}
+
+static void probe_batches_free(struct probe_batches *pb)
+{
+    free(pb->users);
+    free(pb->pos);
+    free(pb->neg);
+}
+
+/* Mean loss over the probe batches at theta; grad (n floats) gets the
+ * summed gradient when want_grad, else is scratch. */
+static double probe_loss(struct run *r, const struct probe_batches *pb,
+                         const float *theta, float *grad)
+{
+    double sum = 0;
+
+    memset(grad, 0, r->model->layout.n * sizeof(float));
+    for (int i = 0; i < pb->n; i++) {
+        size_t off = (size_t)i * pb->B;
+        struct sgbd_batch b = {pb->rows[i], pb->users + off, pb->pos + off,
+                               pb->neg + off};
+        sum += r->ops->loss_grad(r->model, theta, grad, &b);
+    }
+    return sum / pb->n;
+}
+
+/* Scale each tensor of d to the norm of the same tensor of theta (the
+ * "filter normalisation" of Li et al., 2018), so a step t moves every
+ * tensor by t times its own size and models of any scale compare. */
+static void normalise_direction(const struct sgbd_params *p,
+                                const float *theta, float *d)
+{
+    for (int k = 0; k < p->n_tensors; k++) {
+        const struct sgbd_tensor *t = &p->t[k];
+        size_t n = t->rows * t->cols;
+        double nt = sqrt(sgbd_mat_dot(n, theta + t->offset,
+                                      theta + t->offset));
+        double nd = sqrt(sgbd_mat_dot(n, d + t->offset, d + t->offset));
+        sgbd_mat_scale(n, nd > 0 ? (float)(nt / nd) : 0.0f, d + t->offset);
+    }
+}
+
+static int landscape_curves(struct run *r, const struct probe_batches *pb,
+                            const struct sgbd_landscape_opts *o,
+                            struct sgbd_landscape_curve *out)
+{
+    size_t n = r->model->layout.n;
+    float *dir = sgbd_params_alloc_arena(&r->model->layout);
+    float *grad = sgbd_params_alloc_arena(&r->model->layout);
+    float *point = sgbd_params_alloc_arena(&r->model->layout);
+    struct sgbd_rng rng;
+    int rc = 0;
+
+    if (!dir || !grad || !point) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    out->n = o->steps;
+    out->center = probe_loss(r, pb, r->theta, grad);
+    for (int which = 0; which < 2; which++) {
+        double *curve = which == 0 ? out->random : out->gradient;
+        double *sharp = which == 0 ? &out->sharpness_random
+                                   : &out->sharpness_gradient;
+        if (which == 0) {
+            sgbd_rng_init(&rng, o->seed, SGBD_RNG_PROBE);
+            for (size_t i = 0; i < n; i++)
+                dir[i] = (float)sgbd_rng_normal(&rng);
+        } else {
+            probe_loss(r, pb, r->theta, dir); /* gradient direction */
+        }
+        normalise_direction(&r->model->layout, r->theta, dir);
+        *sharp = 0;
+        for (int s = 0; s < o->steps; s++) {
+            double t = -o->radius + 2 * o->radius * s / (o->steps - 1);
+            memcpy(point, r->theta, n * sizeof(float));
+            sgbd_mat_axpy(n, (float)t, dir, point);
+            out->t[s] = t;
+            curve[s] = probe_loss(r, pb, point, grad);
+            if (!isfinite(curve[s]))
+                curve[s] = NAN;
+            else if (curve[s] - out->center > *sharp)
+                *sharp = curve[s] - out->center;
+        }
+    }
+out:
+    sgbd_params_free_arena(point);
+    sgbd_params_free_arena(grad);
+    sgbd_params_free_arena(dir);
+    return rc;
+}
+
+void sgbd_landscape_opts_defaults(struct sgbd_landscape_opts *o)
+{
+    o->steps = 21;
+    o->radius = 0.5;
+    o->n_batches = 8;
+    o->seed = 999;
+}
+
+int sgbd_train_job_landscape(struct sgbd_train_job *job,
+                             const struct sgbd_landscape_opts *o,
+                             struct sgbd_landscape_curve *out)
+{
+    struct sgbd_checkpoint_info info;
+    struct probe_batches pb = {0};
+    struct sgbd_rng rng;
+    struct run r;
+    int rc;
+
+    if (o->steps < 3 || o->steps > SGBD_LANDSCAPE_MAX_STEPS ||
+        o->n_batches < 1 || o->n_batches > SGBD_LANDSCAPE_MAX_BATCHES ||
+        !(o->radius > 0))
+        return sgbd_errf(SGBD_E_USAGE, "landscape: steps 3..%d, batches "
+                         "1..%d, radius > 0", SGBD_LANDSCAPE_MAX_STEPS,
+                         SGBD_LANDSCAPE_MAX_BATCHES);
+    memset(out, 0, sizeof(*out));
+    memset(&r, 0, sizeof(r));
+    r.job = job;
+    rc = load_saved(&r, &info);
+    if (rc == 0 && r.ops->pre_epoch) {
+        /* Per-epoch graphs (user neighbours, pruned edges), fixed once. */
+        sgbd_rng_init(&rng, o->seed, SGBD_RNG_GRAPH);
+        rc = r.ops->pre_epoch(r.model, r.theta, &rng);
+    }
+    if (rc == 0)
+        rc = probe_batches_draw(&pb, &r, o->n_batches, o->seed);
+    if (rc == 0)
+        rc = landscape_curves(&r, &pb, o, out);
+    snprintf(out->model, sizeof(out->model), "%s", info.model);
+    snprintf(out->optimizer, sizeof(out->optimizer), "%s", info.optimizer);
+    probe_batches_free(&pb);
     teardown(&r);
     return rc;
 }

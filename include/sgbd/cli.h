@@ -14,6 +14,7 @@
 int sgbd_cli_demo(int argc, char **argv);
 int sgbd_cli_train(int argc, char **argv);
 int sgbd_cli_eval(int argc, char **argv);
+int sgbd_cli_landscape(int argc, char **argv);
 int sgbd_cli_config(int argc, char **argv);
 int sgbd_cli_synth(int argc, char **argv);
 int sgbd_cli_import(int argc, char **argv);

@@ -68,4 +68,43 @@ int sgbd_train_job_eval(struct sgbd_train_job *job,
 
 void sgbd_train_report_free(struct sgbd_train_report *rep);
 
+/* ---- Loss landscape ---------------------------------------------------- */
+
+#define SGBD_LANDSCAPE_MAX_STEPS 101
+#define SGBD_LANDSCAPE_MAX_BATCHES 64
+
+struct sgbd_landscape_opts {
+    int steps;          /* points along each direction (21) */
+    double radius;      /* t runs over [-radius, radius] (0.5) */
+    int n_batches;      /* training batches the loss is averaged over (8) */
+    uint64_t seed;      /* batches, negatives and the random direction */
+};
+
+/*
+ * Loss of a saved model along two directions through its parameters:
+ * L(theta + t d) for a Gaussian direction and for the gradient direction,
+ * each scaled tensor by tensor to the norm of theta's tensor, so t = 0.1
+ * moves every tensor by a tenth of its size. The loss is the mean over a
+ * fixed set of training batches (same negatives at every point).
+ * Sharpness: the largest rise of the loss over its value at t = 0.
+ */
+struct sgbd_landscape_curve {
+    char model[32], optimizer[32];
+    int n;
+    double t[SGBD_LANDSCAPE_MAX_STEPS];
+    double random[SGBD_LANDSCAPE_MAX_STEPS];
+    double gradient[SGBD_LANDSCAPE_MAX_STEPS];
+    double center;                  /* loss at theta */
+    double sharpness_random, sharpness_gradient;
+};
+
+void sgbd_landscape_opts_defaults(struct sgbd_landscape_opts *o);
+
+/* The landscape of the model saved at job->in_path (or the store's current
+ * checkpoint with job->db_path) on job's data. Errors as
+ * sgbd_train_job_eval, and SGBD_E_USAGE for options out of range. */
+int sgbd_train_job_landscape(struct sgbd_train_job *job,
+                             const struct sgbd_landscape_opts *o,
+                             struct sgbd_landscape_curve *out);
+
 #endif
