@@ -416,8 +416,10 @@ static int join_parts(struct cooc_job *j, struct sgbd_graph_cooc *out)
     out->ptr[0] = 0;
     for (int q = 0; q < COOC_PARTS; q++) {
         struct cooc_part *p = &j->parts[q];
-        memcpy(out->nbr + at, p->nbr, p->n * sizeof(*p->nbr));
-        memcpy(out->count + at, p->count, p->n * sizeof(*p->count));
+        if (p->n) { /* an empty part may have no arrays at all */
+            memcpy(out->nbr + at, p->nbr, p->n * sizeof(*p->nbr));
+            memcpy(out->count + at, p->count, p->n * sizeof(*p->count));
+        }
         at += p->n;
         for (size_t u = p->u0; u < p->u1; u++)
             out->ptr[u + 1] = out->ptr[u] + p->len[u - p->u0];

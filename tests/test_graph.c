@@ -273,6 +273,24 @@ static void random_sets(struct sgbd_itemsets *s, size_t U, size_t I,
     }
 }
 
+/* Fewer users than the builder's work parts: some parts are empty and
+ * own no arrays (UBSan once caught a memcpy from their NULL pointers). */
+static void test_graph_user_cooc_handles_empty_parts(void)
+{
+    uint64_t ptr[4] = {0, 2, 3, 3};
+    uint32_t items[3] = {0, 1, 1};
+    struct sgbd_itemsets tr = {ptr, items};
+    struct sgbd_graph_cooc c;
+
+    CHECK_INT(sgbd_graph_user_cooc(&c, &tr, 3, 2, 10), 0);
+    CHECK_INT(c.ptr[1] - c.ptr[0], 1);   /* user 0 shares item 1 with 1 */
+    CHECK_INT(c.nbr[c.ptr[0]], 1);
+    CHECK_INT(c.ptr[2] - c.ptr[1], 1);
+    CHECK_INT(c.nbr[c.ptr[1]], 0);
+    CHECK_INT(c.ptr[3] - c.ptr[2], 0);   /* user 2 has no items */
+    sgbd_graph_cooc_free(&c);
+}
+
 static void test_graph_user_cooc_matches_dense_counts(void)
 {
     struct sgbd_rng rng;
@@ -357,6 +375,7 @@ int main(void)
     RUN(test_graph_item_knn_ties_go_to_lower_index);
     RUN(test_graph_item_knn_rejects_mismatched_channels);
     RUN(test_graph_user_cooc_matches_dense_counts);
+    RUN(test_graph_user_cooc_handles_empty_parts);
     RUN(test_graph_cooc_sample_pads_and_softmaxes);
     sgbd_parallel_shutdown();
     return harness_finish();
