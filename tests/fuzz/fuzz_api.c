@@ -28,9 +28,10 @@
  * equal to the X-Model-Version value, and an error response has
  * error.code and error.message strings; a write or admin route without
  * its token never succeeds; a response never contains a token that no
- * request since the setup was built carried outside Authorization; every ranking has at most max_k distinct items
- * with finite, non-increasing scores; reads and refused writes leave the
- * store's counts unchanged; in-flight returns to 0.
+ * request since the setup was built carried outside Authorization; every
+ * ranking has at most max_k distinct items with finite, non-increasing
+ * scores; reads and refused writes leave the store's counts unchanged;
+ * in-flight returns to 0.
  */
 #include <ftw.h>
 #include <jansson.h>
