@@ -34,6 +34,27 @@ const char *sgbd_strerror(int rc)
     return "unknown error";
 }
 
+/*
+ * A detail is printed as one line and logged as one logfmt value, and it
+ * often quotes bytes from a file or a request: control bytes become \xNN,
+ * so hostile input can never start a line of its own.
+ */
+static void escape_controls(void)
+{
+    char out[sizeof(detail)];
+    size_t o = 0;
+
+    for (const char *s = detail; *s && o + 5 < sizeof(out); s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(out + o, sizeof(out) - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    memcpy(detail, out, o + 1);
+}
+
 int sgbd_errf(int rc, const char *fmt, ...)
 {
     va_list ap;
@@ -41,6 +62,7 @@ int sgbd_errf(int rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
+    escape_controls();
     return rc;
 }
 

@@ -26,6 +26,14 @@ static void test_err_detail_names_the_problem(void)
     CHECK_STR(sgbd_strerror(-2), "No such file or directory");
 }
 
+/* Details quote hostile bytes; they must stay one line (fuzzing found a
+ * newline from a .npy header key starting a line of its own). */
+static void test_err_detail_escapes_control_bytes(void)
+{
+    int rc = sgbd_errf(SGBD_E_FORMAT, "key '%s' bad", "a\nb\rc\x7f");
+    CHECK_STR(sgbd_err_detail(rc), "key 'a\\x0ab\\x0dc\\x7f' bad");
+}
+
 static void test_log_line_has_prefix_and_one_write(void)
 {
     int fds[2];
@@ -199,6 +207,7 @@ static void test_config_shipped_file_matches_code(void)
 int main(void)
 {
     RUN(test_err_detail_names_the_problem);
+    RUN(test_err_detail_escapes_control_bytes);
     RUN(test_log_line_has_prefix_and_one_write);
     RUN(test_log_quote_escapes_client_bytes);
     RUN(test_rng_streams_are_reproducible_and_distinct);
