@@ -138,6 +138,15 @@ static const struct opt options[] = {
      1, "start from the current parameters"},
     {"retrain", "tolerance", OPT_DOUBLE, F(retrain_tolerance), "0.002", 0, 1,
      1, "publish unless the candidate's valid metric is lower by more"},
+    {"retrain", "initial_epochs", OPT_INT, F(retrain_initial_epochs), "100", 1,
+     100000, 1, "maximum epochs of a first or cold retrain (early stopping)"},
+    {"retrain", "holdout_min", OPT_INT, F(retrain_holdout_min), "3", 0, 1000,
+     1, "users with this many live interactions lose the latest to "
+     "validation; 0: none"},
+    {"retrain", "threads", OPT_INT, F(retrain_threads), "1", 0, 256, 1,
+     "maths threads of a retrain (OpenBLAS, compute pool); 0: all cores"},
+    {"retrain", "nice", OPT_INT, F(retrain_nice), "10", 0, 19, 0,
+     "niceness of the retrain thread, so serving threads get the cores"},
 
     {"log", "level", OPT_STRING, F(log_level), "info", 0, 0, 1,
      "err, warning, notice, info or debug"},

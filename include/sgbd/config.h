@@ -75,6 +75,10 @@ struct sgbd_config {
     int retrain_epochs;
     int retrain_warm_start;
     double retrain_tolerance;    /* publish unless candidate < current - tol */
+    int retrain_initial_epochs;  /* a first model, or warm_start off */
+    int retrain_holdout_min;     /* live holdout: users with this many */
+    int retrain_threads;         /* maths threads of a retrain */
+    int retrain_nice;            /* scheduling niceness of the retrainer */
 
     /* [log] */
     char log_level[16];
