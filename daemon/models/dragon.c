@@ -47,18 +47,8 @@ struct dragon {
     uint32_t *nbr;   /* (U, K) sampled neighbours */
     float *aw;       /* (U, K) softmax weights */
     float *yu, *dyu; /* (U, W) fused users and gradient */
-    size_t cap;
-    float *fu, *fp, *fn; /* (B, W) Y'_u, Y'_p, Y'_n */
-    float *du, *dp, *dn; /* (B, W) their gradients */
-    float *x, *dx;       /* (B) */
+    struct sgbd_mmgcn_batch bb; /* (B, W) final rows and gradients */
 };
-
-static void free_batch(struct dragon *m)
-{
-    free(m->fu), free(m->fp), free(m->fn);
-    free(m->du), free(m->dp), free(m->dn);
-    free(m->x), free(m->dx);
-}
 
 static void dragon_free(struct sgbd_model *base)
 {
@@ -66,7 +56,7 @@ static void dragon_free(struct sgbd_model *base)
 
     if (!m)
         return;
-    free_batch(m);
+    sgbd_mmgcn_batch_free(&m->bb);
     free(m->dyu), free(m->yu), free(m->aw), free(m->nbr);
     sgbd_graph_cooc_free(&m->cooc);
     for (int c = 0; c < SGBD_MAX_CHANNELS; c++)
@@ -184,19 +174,7 @@ static int dragon_pre_epoch(struct sgbd_model *base, const float *theta,
 
 static int reserve_batch(struct dragon *m, size_t B)
 {
-    size_t bytes = B * m->W * sizeof(float);
-
-    if (B <= m->cap)
-        return 0;
-    free_batch(m);
-    m->fu = malloc(bytes), m->fp = malloc(bytes), m->fn = malloc(bytes);
-    m->du = malloc(bytes), m->dp = malloc(bytes), m->dn = malloc(bytes);
-    m->x = malloc(B * sizeof(float)), m->dx = malloc(B * sizeof(float));
-    m->cap = B;
-    if (m->fu && m->fp && m->fn && m->du && m->dp && m->dn && m->x && m->dx)
-        return 0;
-    m->cap = 0;
-    return sgbd_errf(-ENOMEM, "dragon: no memory for a batch of %zu", B);
+    return sgbd_mmgcn_batch_reserve(&m->bb, B, m->W, "dragon");
 }
 
 static float user_weight(const struct dragon *m, const float *wu, size_t u,
@@ -294,15 +272,15 @@ static double batch_loss(struct dragon *m, const float *theta, float *grad,
     size_t B = b->n, W = m->W, bytes = B * W * sizeof(float);
     double loss;
 
-    sgbd_mmgcn_user_agg(m->fu, m->yu, b->users, B, W, m->nbr, m->aw, DRAGON_K);
-    item_rows(m, m->fp, b->pos, B);
-    item_rows(m, m->fn, b->neg, B);
-    sgbd_layer_bpr_diff_forward(m->x, m->fu, m->fp, m->fn, B, W);
-    memset(m->dx, 0, B * sizeof(float));
-    loss = sgbd_bpr_loss_log2(B, m->x, m->dx, 1.0);
-    memset(m->du, 0, bytes), memset(m->dp, 0, bytes), memset(m->dn, 0, bytes);
-    sgbd_layer_bpr_diff_backward(m->du, m->dp, m->dn, m->dx, m->fu, m->fp,
-                                 m->fn, B, W);
+    sgbd_mmgcn_user_agg(m->bb.fu, m->yu, b->users, B, W, m->nbr, m->aw, DRAGON_K);
+    item_rows(m, m->bb.fp, b->pos, B);
+    item_rows(m, m->bb.fn, b->neg, B);
+    sgbd_layer_bpr_diff_forward(m->bb.x, m->bb.fu, m->bb.fp, m->bb.fn, B, W);
+    memset(m->bb.dx, 0, B * sizeof(float));
+    loss = sgbd_bpr_loss_log2(B, m->bb.x, m->bb.dx, 1.0);
+    memset(m->bb.du, 0, bytes), memset(m->bb.dp, 0, bytes), memset(m->bb.dn, 0, bytes);
+    sgbd_layer_bpr_diff_backward(m->bb.du, m->bb.dp, m->bb.dn, m->bb.dx, m->bb.fu, m->bb.fp,
+                                 m->bb.fn, B, W);
     loss += sgbd_mmgcn_pref_reg(&m->g, theta, grad, b->users, B, m->reg);
     if (m->t_wu >= 0)
         loss += sgbd_mmgcn_fusion_reg(theta + p->t[m->t_wu].offset,
@@ -317,11 +295,11 @@ static int backward(struct dragon *m, const float *theta, float *grad,
     size_t B = b->n, U = m->base.n_users;
 
     memset(m->dyu, 0, U * m->W * sizeof(float));
-    sgbd_mmgcn_user_agg_backward(m->dyu, m->du, b->users, B, m->W, m->nbr,
+    sgbd_mmgcn_user_agg_backward(m->dyu, m->bb.du, b->users, B, m->W, m->nbr,
                                  m->aw, DRAGON_K);
     users_backward(m, theta, grad);
-    items_backward(m, m->dp, b->pos, B);
-    items_backward(m, m->dn, b->neg, B);
+    items_backward(m, m->bb.dp, b->pos, B);
+    items_backward(m, m->bb.dn, b->neg, B);
     return sgbd_mmgcn_backward(&m->g, theta, grad);
 }
 

@@ -41,18 +41,8 @@ struct dualgnn {
     uint32_t *nbr;   /* (U, K) sampled neighbours */
     float *aw;       /* (U, K) their softmax weights */
     float *zu, *dzu; /* (U, D) fused users and gradient */
-    size_t cap;
-    float *fu, *fp, *fn; /* (B, D) z'_u, z_p, z_n */
-    float *du, *dp, *dn; /* (B, D) their gradients */
-    float *x, *dx;       /* (B) */
+    struct sgbd_mmgcn_batch bb; /* (B, D) final rows and gradients */
 };
-
-static void free_batch(struct dualgnn *m)
-{
-    free(m->fu), free(m->fp), free(m->fn);
-    free(m->du), free(m->dp), free(m->dn);
-    free(m->x), free(m->dx);
-}
 
 static void dualgnn_free(struct sgbd_model *base)
 {
@@ -60,7 +50,7 @@ static void dualgnn_free(struct sgbd_model *base)
 
     if (!m)
         return;
-    free_batch(m);
+    sgbd_mmgcn_batch_free(&m->bb);
     free(m->dzu), free(m->zu), free(m->aw), free(m->nbr);
     sgbd_graph_cooc_free(&m->cooc);
     sgbd_mmgcn_deinit(&m->g);
@@ -148,19 +138,7 @@ static int dualgnn_pre_epoch(struct sgbd_model *base, const float *theta,
 
 static int reserve_batch(struct dualgnn *m, size_t B)
 {
-    size_t bytes = B * m->D * sizeof(float);
-
-    if (B <= m->cap)
-        return 0;
-    free_batch(m);
-    m->fu = malloc(bytes), m->fp = malloc(bytes), m->fn = malloc(bytes);
-    m->du = malloc(bytes), m->dp = malloc(bytes), m->dn = malloc(bytes);
-    m->x = malloc(B * sizeof(float)), m->dx = malloc(B * sizeof(float));
-    m->cap = B;
-    if (m->fu && m->fp && m->fn && m->du && m->dp && m->dn && m->x && m->dx)
-        return 0;
-    m->cap = 0;
-    return sgbd_errf(-ENOMEM, "dualgnn: no memory for a batch of %zu", B);
+    return sgbd_mmgcn_batch_reserve(&m->bb, B, m->D, "dualgnn");
 }
 
 /* Fusion coefficient of channel c in z_u, and of the channel sum. */
@@ -213,16 +191,16 @@ static double batch_loss(struct dualgnn *m, const float *theta, float *grad,
     size_t B = b->n, bytes = B * m->D * sizeof(float);
     double loss;
 
-    sgbd_mmgcn_user_agg(m->fu, m->zu, b->users, B, m->D, m->nbr, m->aw,
+    sgbd_mmgcn_user_agg(m->bb.fu, m->zu, b->users, B, m->D, m->nbr, m->aw,
                         DUALGNN_K);
-    item_rows(m, m->fp, b->pos, B);
-    item_rows(m, m->fn, b->neg, B);
-    sgbd_layer_bpr_diff_forward(m->x, m->fu, m->fp, m->fn, B, m->D);
-    memset(m->dx, 0, B * sizeof(float));
-    loss = sgbd_bpr_loss_log2(B, m->x, m->dx, 1.0);
-    memset(m->du, 0, bytes), memset(m->dp, 0, bytes), memset(m->dn, 0, bytes);
-    sgbd_layer_bpr_diff_backward(m->du, m->dp, m->dn, m->dx, m->fu, m->fp,
-                                 m->fn, B, m->D);
+    item_rows(m, m->bb.fp, b->pos, B);
+    item_rows(m, m->bb.fn, b->neg, B);
+    sgbd_layer_bpr_diff_forward(m->bb.x, m->bb.fu, m->bb.fp, m->bb.fn, B, m->D);
+    memset(m->bb.dx, 0, B * sizeof(float));
+    loss = sgbd_bpr_loss_log2(B, m->bb.x, m->bb.dx, 1.0);
+    memset(m->bb.du, 0, bytes), memset(m->bb.dp, 0, bytes), memset(m->bb.dn, 0, bytes);
+    sgbd_layer_bpr_diff_backward(m->bb.du, m->bb.dp, m->bb.dn, m->bb.dx, m->bb.fu, m->bb.fp,
+                                 m->bb.fn, B, m->D);
     loss += sgbd_mmgcn_pref_reg(&m->g, theta, grad, b->users, B, m->reg);
     if (m->C > 1) {
         size_t U = m->base.n_users, I = m->base.n_items;
@@ -268,14 +246,14 @@ static int backward(struct dualgnn *m, const float *theta, float *grad,
     size_t B = b->n, D = m->D, U = m->base.n_users;
 
     memset(m->dzu, 0, U * D * sizeof(float));
-    sgbd_mmgcn_user_agg_backward(m->dzu, m->du, b->users, B, D, m->nbr, m->aw,
+    sgbd_mmgcn_user_agg_backward(m->dzu, m->bb.du, b->users, B, D, m->nbr, m->aw,
                                  DUALGNN_K);
     users_backward(m, theta, grad);
     for (size_t k = 0; k < B; k++)
         for (int c = 0; c < m->C; c++) {
             float *dr = m->g.ch[c].dr + U * D;
-            sgbd_mat_axpy(D, 1.0f, m->dp + k * D, dr + b->pos[k] * D);
-            sgbd_mat_axpy(D, 1.0f, m->dn + k * D, dr + b->neg[k] * D);
+            sgbd_mat_axpy(D, 1.0f, m->bb.dp + k * D, dr + b->pos[k] * D);
+            sgbd_mat_axpy(D, 1.0f, m->bb.dn + k * D, dr + b->neg[k] * D);
         }
     return sgbd_mmgcn_backward(&m->g, theta, grad);
 }

@@ -319,3 +319,30 @@ void sgbd_mmgcn_user_agg_backward(float *dx, const float *d,
             sgbd_mat_axpy(W, a[u * k + s], dr, dx + (size_t)nbr[u * k + s] * W);
     }
 }
+
+void sgbd_mmgcn_batch_free(struct sgbd_mmgcn_batch *b)
+{
+    free(b->fu), free(b->fp), free(b->fn);
+    free(b->du), free(b->dp), free(b->dn);
+    free(b->x), free(b->dx);
+    memset(b, 0, sizeof(*b));
+}
+
+int sgbd_mmgcn_batch_reserve(struct sgbd_mmgcn_batch *b, size_t B, size_t W,
+                             const char *who)
+{
+    size_t bytes = B * W * sizeof(float);
+
+    if (B <= b->cap && W == b->W)
+        return 0;
+    sgbd_mmgcn_batch_free(b);
+    b->fu = malloc(bytes), b->fp = malloc(bytes), b->fn = malloc(bytes);
+    b->du = malloc(bytes), b->dp = malloc(bytes), b->dn = malloc(bytes);
+    b->x = malloc(B * sizeof(float)), b->dx = malloc(B * sizeof(float));
+    if (b->fu && b->fp && b->fn && b->du && b->dp && b->dn && b->x && b->dx) {
+        b->cap = B, b->W = W;
+        return 0;
+    }
+    sgbd_mmgcn_batch_free(b);
+    return sgbd_errf(-ENOMEM, "%s: no memory for a batch of %zu", who, B);
+}

@@ -108,6 +108,20 @@ void sgbd_mmgcn_user_agg(float *out, const float *x, const uint32_t *rows,
                          size_t n, size_t W, const uint32_t *nbr,
                          const float *a, size_t k);
 
+/* Per-batch buffers of a BPR model over W-wide final vectors, kept
+ * between calls and grown on demand. */
+struct sgbd_mmgcn_batch {
+    size_t cap, W;                 /* batch rows held; width */
+    float *fu, *fp, *fn;           /* (B, W) user, positive, negative */
+    float *du, *dp, *dn;           /* (B, W) their gradients */
+    float *x, *dx;                 /* (B) score differences, gradient */
+};
+
+/* Room for B rows of width W; -ENOMEM (detail names who) on failure. */
+int sgbd_mmgcn_batch_reserve(struct sgbd_mmgcn_batch *b, size_t B, size_t W,
+                             const char *who);
+void sgbd_mmgcn_batch_free(struct sgbd_mmgcn_batch *b);
+
 /* Its backward: dx[u] += d[r], dx[nbr[u, s]] += a[u, s] d[r]. */
 void sgbd_mmgcn_user_agg_backward(float *dx, const float *d,
                                   const uint32_t *rows, size_t n, size_t W,
