@@ -317,36 +317,58 @@ INLINE void span_lane_max(const float *restrict s, float *restrict m)
 }
 
 /*
+ * Lane maxima of a chunk's full spans: mx[s] for span s (n / SPAN of
+ * them); eligible[s] when the span holds no excluded item.
+ */
+INLINE size_t chunk_maxima(const float *restrict scores, size_t n,
+                           size_t base, const uint64_t *bits,
+                           float (*mx)[LANES], unsigned char *eligible)
+{
+    size_t n_spans = n / SPAN;
+
+    for (size_t sp = 0; sp < n_spans; sp++) {
+        span_lane_max(scores + sp * SPAN, mx[sp]);
+        eligible[sp] = !(bits && range_has_bits(bits, base + sp * SPAN,
+                                                SPAN));
+    }
+    return n_spans;
+}
+
+/*
  * Threshold estimate for a chunk before scanning it. Lane l of a span is
  * a group of 16 scores; if K groups have a maximum of at least x, at
  * least K scores reach x, so the K-th largest group maximum is a lower
  * bound of the final K-th score: a safe threshold, and close to the true
  * one, so the scan appends few more than K keys. Spans holding excluded
- * items are left out (their maximum may be ineligible).
+ * items are left out (their maximum may be ineligible). The maxima that
+ * reach the threshold are counted first: once it is high, few do, and
+ * no key needs building.
  */
-INLINE void estimate(struct sgbd_topk *t, const float *restrict scores,
-                     size_t n, size_t base, const uint64_t *bits)
+INLINE void estimate(struct sgbd_topk *t, float (*mx)[LANES],
+                     const unsigned char *eligible, size_t n_spans)
 {
-    float lanes[CHUNK / LANES];
     uint64_t keys[CHUNK / LANES];
-    size_t n_lanes = 0, n_keys = 0;
+    size_t n_keys = 0, i = 0;
 
-    for (size_t sp = 0; sp + SPAN <= n; sp += SPAN) {
-        if (bits && range_has_bits(bits, base + sp, SPAN))
-            continue;
-        span_lane_max(scores + sp, lanes + n_lanes);
-        n_lanes += LANES;
-    }
-    for (size_t i = 0; i < n_lanes; i++) {
-        keys[n_keys] = make_key(lanes[i], i);
-        n_keys += lanes[i] >= t->thr_score;
-    }
+    for (size_t sp = 0; sp < n_spans; sp++)
+        if (eligible[sp])
+            n_keys += (size_t)__builtin_popcount(hits16(mx[sp],
+                                                        t->thr_score));
     if (n_keys <= t->k)
         return;
+    n_keys = 0;
+    for (size_t sp = 0; sp < n_spans; sp++) {
+        if (!eligible[sp])
+            continue;
+        for (size_t l = 0; l < LANES; l++, i++) {
+            keys[n_keys] = make_key(mx[sp][l], i);
+            n_keys += mx[sp][l] >= t->thr_score;
+        }
+    }
     select_desc(keys, n_keys, t->k);
     uint64_t worst = UINT64_MAX;
-    for (size_t i = 0; i < t->k; i++)
-        worst = keys[i] < worst ? keys[i] : worst;
+    for (size_t j = 0; j < t->k; j++)
+        worst = keys[j] < worst ? keys[j] : worst;
     raise_thr(t, (worst >> 32 << 32) - 1, key_score(worst));
 }
 
@@ -367,25 +389,69 @@ INLINE size_t append(struct sgbd_topk *t, uint64_t *keys, size_t held,
     return held;
 }
 
+/* Lane-wise maximum of a and b; a NaN in b never wins. */
+INLINE vf16 max_lanes(vf16 a, vf16 b)
+{
+    vi16 gt = b > a;
+
+    return (vf16)(((vi16)b & gt) | ((vi16)a & ~gt));
+}
+
+/* Whether any of the 64 scores at s reaches thr (never for NaN). */
+INLINE int any64(const float *s, float thr)
+{
+    vf16 m = max_lanes(splat(-INFINITY), load16(s));
+    float lanes[LANES];
+
+    m = max_lanes(m, load16(s + 16));
+    m = max_lanes(m, load16(s + 32));
+    m = max_lanes(m, load16(s + 48));
+    memcpy(lanes, &m, sizeof(m));
+    return hits16(lanes, thr) != 0;
+}
+
+/* Append the scores of the 16 at j0 that reach the threshold. */
+INLINE size_t scan16(struct sgbd_topk *t, uint64_t *keys, size_t held,
+                     const float *scores, size_t j0, size_t base,
+                     const uint64_t *bits)
+{
+    unsigned m = hits16(scores + j0, t->thr_score);
+
+    while (m) {
+        size_t j = j0 + (size_t)__builtin_ctz(m);
+        m &= m - 1;
+        held = append(t, keys, held, scores[j], base + j, bits);
+    }
+    return held;
+}
+
 /*
  * One vector compare per 16 scores gives a bit mask of those reaching
- * the threshold; only they are looked at (most masks are 0 once the
- * threshold is near its final value).
+ * the threshold; only they are looked at. Once the threshold is near its
+ * final value most masks are 0, so a span whose lane maxima miss it is
+ * skipped whole, and the others are tested 64 scores at a time first
+ * (the threshold only rises, so a skipped score could not have been
+ * appended).
  */
 INLINE void scan(struct sgbd_topk *t, const float *restrict scores,
-                 size_t n, size_t base, const uint64_t *bits)
+                 size_t n, size_t base, const uint64_t *bits,
+                 float (*mx)[LANES], size_t n_spans)
 {
     uint64_t *keys = key_buf(t);
     size_t held = t->n, j0 = 0;
 
-    for (; j0 + LANES <= n; j0 += LANES) {
-        unsigned m = hits16(scores + j0, t->thr_score);
-        while (m) {
-            size_t j = j0 + (size_t)__builtin_ctz(m);
-            m &= m - 1;
-            held = append(t, keys, held, scores[j], base + j, bits);
+    for (size_t sp = 0; sp < n_spans; sp++) {
+        if (!hits16(mx[sp], t->thr_score))
+            continue;
+        for (j0 = sp * SPAN; j0 < (sp + 1) * SPAN; j0 += 4 * LANES) {
+            if (!any64(scores + j0, t->thr_score))
+                continue;
+            for (size_t q = j0; q < j0 + 4 * LANES; q += LANES)
+                held = scan16(t, keys, held, scores, q, base, bits);
         }
     }
+    for (j0 = n_spans * SPAN; j0 + LANES <= n; j0 += LANES)
+        held = scan16(t, keys, held, scores, j0, base, bits);
     for (size_t j = j0; j < n; j++)
         held = append(t, keys, held, scores[j], base + j, bits);
     t->n = held;
@@ -395,10 +461,15 @@ KERNEL_CLONES
 static void push_chunks(struct sgbd_topk *t, const float *restrict scores,
                         size_t n, size_t base, const uint64_t *bits)
 {
+    float mx[CHUNK / SPAN][LANES];
+    unsigned char eligible[CHUNK / SPAN];
+
     for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
         size_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
-        estimate(t, scores + c0, len, base + c0, bits);
-        scan(t, scores + c0, len, base + c0, bits);
+        size_t n_spans = chunk_maxima(scores + c0, len, base + c0, bits, mx,
+                                      eligible);
+        estimate(t, mx, eligible, n_spans);
+        scan(t, scores + c0, len, base + c0, bits, mx, n_spans);
     }
 }
 
