@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# serve.sh - HTTP serving benchmarks of issue #5, side by side in one run.
+#
+#   tests/bench/serve.sh [baby|electronics|all]
+#
+# baby: `sgbd serve --synthetic 19445,7050,64` (the Baby size, D = 64)
+#   against tests/bench/mhd_ceiling (a minimal libmicrohttpd server with the
+#   daemon's MHD flags and a fixed 600-byte JSON body), both under wrk
+#   -t$WRK_THREADS -c$CONNS keep-alive for $SECONDS_EACH s, in ABAB order so
+#   both see the same machine load. The daemon gets
+#   GET /v1/users/u<random>/recommendations?k=20 (tests/bench/users.lua).
+#   Reports requests/s, p50 and p99 of each run and the daemon/ceiling
+#   ratio of the medians.
+# electronics: `sgbd serve --synthetic 192000,63000,64` under
+#   tests/bench/loadgen at a fixed $RATE requests/s (default 1000) for
+#   $SECONDS_EACH s: p50, p99, p99.9 from the time each request was due.
+#
+# Environment: SGBD_BIN (default build/sgbd), HTTP_THREADS (the daemon's
+# [server] http_threads and the ceiling's pool, default 2), CONNS (16),
+# WRK_THREADS (1), SECONDS_EACH (10), RATE (1000), ROUNDS (2), PORT_BASE
+# (18500). Needs wrk, cc and pkg-config (libmicrohttpd); the C tools are
+# built next to the binary, in $(dirname SGBD_BIN)/bench.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+bin=${SGBD_BIN:-$root/build/sgbd}
+what=${1:-all}
+threads=${HTTP_THREADS:-2}
+conns=${CONNS:-16}
+wrk_threads=${WRK_THREADS:-1}
+secs=${SECONDS_EACH:-10}
+rate=${RATE:-1000}
+rounds=${ROUNDS:-2}
+port=${PORT_BASE:-18500}
+tools=$(dirname "$bin")/bench
+
+for need in wrk cc pkg-config curl; do
+    command -v "$need" >/dev/null || { echo "skipped: no $need"; exit 77; }
+done
+[ -x "$bin" ] || { echo "serve.sh: $bin not found (set SGBD_BIN)"; exit 1; }
+
+mkdir -p "$tools"
+cc -O2 -o "$tools/mhd_ceiling" "$here/mhd_ceiling.c" \
+    $(pkg-config --cflags --libs libmicrohttpd)
+cc -O2 -o "$tools/loadgen" "$here/loadgen.c" -lm
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_ready() {  # URL
+    for _ in $(seq 600); do
+        curl -sf -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
+    echo "serve.sh: $1 never answered" >&2
+    exit 1
+}
+
+start_daemon() {  # SPEC PORT
+    "$bin" serve --no-store --listen "127.0.0.1:$2" --synthetic "$1" \
+        --set "server.http_threads=$threads" >/dev/null 2>&1 &
+    pids+=($!)
+    wait_ready "http://127.0.0.1:$2/readyz"
+}
+
+# wrk's summary as "req_per_s p50_ms p99_ms".
+wrk_run() {  # URL [LUA]
+    local out
+    out=$(wrk -t"$wrk_threads" -c"$conns" -d"${secs}s" --latency \
+              ${2:+-s "$2"} "$1")
+    echo "$out" | awk '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /s$/) return v * 1000
+            return v
+        }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /^Requests\/sec/ { rps = $2 }
+        END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+machine() {
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+bench_baby() {
+    local ceil=$((port)) daemon=$((port + 1)) c d
+    "$tools/mhd_ceiling" "$ceil" "$threads" 2>/dev/null &
+    pids+=($!)
+    start_daemon 19445,7050,64 "$daemon"
+    wait_ready "http://127.0.0.1:$ceil/"
+    echo "== Baby size: 19,445 users x 7,050 items x 64, k = 20;" \
+         "wrk -t$wrk_threads -c$conns, ${secs} s per run," \
+         "http_threads=$threads"
+    echo "| run | server | req/s | p50 ms | p99 ms |"
+    echo "|---|---|---|---|---|"
+    : >"$tools/ceil.txt"
+    : >"$tools/daemon.txt"
+    for r in $(seq "$rounds"); do
+        c=$(wrk_run "http://127.0.0.1:$ceil/")
+        echo "$c" >>"$tools/ceil.txt"
+        echo "| $r | mhd_ceiling | ${c// / | } |"
+        d=$(SBENCH_USERS=19445 wrk_run "http://127.0.0.1:$daemon/" \
+            "$here/users.lua")
+        echo "$d" >>"$tools/daemon.txt"
+        echo "| $r | sgbd serve | ${d// / | } |"
+    done
+    c=$(cut -d' ' -f1 "$tools/ceil.txt" | median)
+    d=$(cut -d' ' -f1 "$tools/daemon.txt" | median)
+    echo
+    echo "median req/s: ceiling $c, daemon $d, ratio" \
+         "$(awk -v a="$d" -v b="$c" 'BEGIN { printf "%.2f", a / b }')" \
+         "(target >= 0.60 at p99 <= 5 ms)"
+    cleanup
+    pids=()
+}
+
+bench_electronics() {
+    local daemon=$((port + 2))
+    start_daemon 192000,63000,64 "$daemon"
+    echo "== Electronics size: 192,000 users x 63,000 items x 64, k = 20;" \
+         "loadgen $rate req/s over $conns connections, ${secs} s," \
+         "http_threads=$threads"
+    for r in $(seq "$rounds"); do
+        "$tools/loadgen" -c "$conns" -r "$rate" -d "$secs" -w 1 \
+            -u 192000 "127.0.0.1:$daemon" 2>/dev/null
+    done
+    echo "(target: p99 <= 10 ms at 1,000 req/s)"
+    cleanup
+    pids=()
+}
+
+machine
+case $what in
+baby) bench_baby ;;
+electronics) bench_electronics ;;
+all) bench_baby; echo; bench_electronics ;;
+*) echo "usage: serve.sh [baby|electronics|all]" >&2; exit 2 ;;
+esac
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
