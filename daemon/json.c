@@ -301,12 +301,15 @@ static int float_digits(float v, uint64_t *digits, int *exp10)
     memcpy(&bits, &v, sizeof(bits));
     m = bits & 0x7fffffu;
     e = (int)(bits >> 23 & 0xff);
-    if (e == 0)
+    if (e == 0) {
         e = -149;                   /* subnormal: m 2^-149 */
-    else
-        m |= 0x800000u, e -= 150;   /* m 2^(e - 150), m in [2^23, 2^24) */
+    } else {
+        m |= 0x800000u;             /* m 2^(e - 150), m in [2^23, 2^24) */
+        e -= 150;
+    }
     e2 = e + 31 - __builtin_clz(m); /* 2^e2 <= |v| < 2^(e2 + 1) */
-    /* floor(e2 log10 2) is floor(log10 |v|) or one below it. */
+    /* floor(e2 log10 2) (exact for |e2| <= 150 with 78913 / 2^18) is
+     * floor(log10 |v|) or one below it. */
     x = e2 >= 0 ? e2 * 78913 >> 18 : -((-e2 * 78913 + (1 << 18) - 1) >> 18);
     if (scale(m, e, DIGITS - 1 - x, &q, &half) != 0)
         return -1;
