@@ -286,6 +286,10 @@ struct job {
     struct sgbd_view view;          /* the served model, pinned */
     int pinned;
 
+    double lap_at;                  /* end of the previous phase */
+    double phase_s[6];              /* read, model, train, eval, save,
+                                       publish: seconds each */
+
     struct sgbd_metrics cand_all;   /* candidate on the whole holdout */
     double cand, cur;               /* gate metric on the shared users */
     size_t n_gate;
@@ -302,6 +306,17 @@ static void job_free(struct job *j)
     sgbd_params_free_arena(j->theta);
     sgbd_dataset_free(&j->ds);
     sgbd_holdout_data_free(&j->data);
+}
+
+enum { PH_READ, PH_MODEL, PH_TRAIN, PH_EVAL, PH_SAVE, PH_PUBLISH };
+
+/* Seconds since the previous phase ended go to phase ph. */
+static void lap(struct job *j, int ph)
+{
+    double t = sgbd_retrain_now();
+
+    j->phase_s[ph] += t - j->lap_at;
+    j->lap_at = t;
 }
 
 static void point(struct job *j, enum sgbd_retrain_point p, uint64_t v)
@@ -727,6 +742,7 @@ static int publish(struct job *j)
     if (rc < 0)
         SGBD_WARN("checkpoint_prune_failed", "why=\"%s\"",
                   sgbd_err_detail(rc));
+    lap(j, PH_SAVE);
     point(j, SGBD_RETRAIN_POINT_PUBLISH, version);
     j->snap->version = version;
     j->res->version = version;
@@ -735,6 +751,7 @@ static int publish(struct job *j)
         rc = sgbd_snapshot_publish(j->rt->slot, j->snap, 0);
         j->snap = NULL;             /* publish takes it in every case */
     }
+    lap(j, PH_PUBLISH);
     return rc;
 }
 
@@ -752,11 +769,16 @@ static void verdict(struct job *j, int rc)
                  "%llu: %s %.4f%s", (unsigned long long)res->version, metric,
                  j->cand, j->n_gate ? " (gate passed)" : "");
         SGBD_INFO("retrain_published", "version=%llu seconds=%.2f warm=%d "
-                  "epochs=%d metric=%s candidate=%.4f current=%.4f "
-                  "gate_users=%zu users=%u items=%u held_out=%zu",
+                  "epochs=%d best_epoch=%d metric=%s candidate=%.4f "
+                  "current=%.4f gate_users=%zu users=%u items=%u "
+                  "held_out=%zu read_s=%.2f model_s=%.2f train_s=%.2f "
+                  "eval_s=%.2f save_s=%.2f publish_s=%.2f",
                   (unsigned long long)res->version, secs, res->warm,
-                  j->tres.epochs, metric, j->cand, j->cur, j->n_gate,
-                  j->ds.n_users, j->ds.n_items, j->n_held);
+                  j->tres.epochs, j->tres.best_epoch, metric, j->cand,
+                  j->cur, j->n_gate, j->ds.n_users, j->ds.n_items, j->n_held,
+                  j->phase_s[PH_READ], j->phase_s[PH_MODEL],
+                  j->phase_s[PH_TRAIN], j->phase_s[PH_EVAL],
+                  j->phase_s[PH_SAVE], j->phase_s[PH_PUBLISH]);
     } else if (rc == SGBD_E_REJECTED || rc == SGBD_E_DIVERGED) {
         res->outcome = SGBD_RETRAIN_REJECTED;
         snprintf(res->message, sizeof(res->message), "%s",
@@ -815,6 +837,7 @@ static int run(struct job *j)
         rc = sgbd_mat_set_threads(j->cfg->retrain_threads);
     if (rc == 0)
         rc = load_data(j);
+    lap(j, PH_READ);
     if (rc < 0)
         return rc;
     point(j, SGBD_RETRAIN_POINT_READ, 0);
@@ -822,8 +845,10 @@ static int run(struct job *j)
     pin(j);
     rc = create_model(j);
     unpin(j);   /* no pin held while training: nothing to keep alive */
+    lap(j, PH_MODEL);
     if (rc == 0)
         rc = train(j);
+    lap(j, PH_TRAIN);
     if (rc < 0)
         return rc;
     point(j, SGBD_RETRAIN_POINT_TRAINED, 0);
@@ -840,6 +865,7 @@ static int run(struct job *j)
         rc = gate(j);
     }
     unpin(j);
+    lap(j, PH_EVAL);
     sgbd_retrain_progress(j->rt, 0.95);
     return rc == 0 ? publish(j) : rc;
 }
@@ -857,6 +883,7 @@ void sgbd_retrain_job(struct sgbd_retrain *rt, const struct sgbd_config *cfg,
     j.res = res;
     j.absorbed = absorbed;
     j.t0 = sgbd_retrain_now();
+    j.lap_at = j.t0;
     j.cur = NAN;
     j.cand = NAN;
     sgbd_err_clear();
