@@ -40,7 +40,8 @@
  *                  full ranking of all Iw + Ic items, train items masked
  *                  (metrics.h): cold items must beat the trained warm
  *                  items, so scale matters as much as direction;
- *    and, for context, the warm test Recall@20 of the same model.
+ *    and, for context, the warm test Recall@20 of the same model and
+ *    the mean time of one embed_new_item call.
  *
  * Asserted for each feature model (VBPR, DualGNN, DRAGON, SLMRec,
  * FREEDOM) on the synthetic catalogue: held-out AUC >= 0.65 while random
@@ -70,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -442,6 +444,7 @@ struct cold_result {
     double seconds;
     double warm_recall;             /* warm test Recall@20 */
     double norm_ratio;              /* mean |V_COLD row| / mean |warm item| */
+    double new_item_ms;             /* mean time of one embed_new_item */
     double auc_held[N_VARIANTS];    /* among the held-out items only */
     double auc_all[N_VARIANTS];     /* among all unmasked items */
     double recall[N_VARIANTS];      /* @20, all Iw + Ic items ranked */
@@ -449,11 +452,21 @@ struct cold_result {
     size_t users;                   /* users with held-out truth */
 };
 
-/* out (Ic, D_out): embed_new_item of each held-out item's features. */
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* out (Ic, D_out): embed_new_item of each held-out item's features;
+ * *ms the mean time of one call. */
 static int cold_vectors(const struct trained *t, const struct cold_split *s,
-                        struct sgbd_mat out)
+                        struct sgbd_mat out, double *ms)
 {
     const float *feats[SGBD_MAX_CHANNELS];
+    double t0 = now_ms();
 
     for (uint32_t j = 0; j < s->n_cold; j++) {
         for (int c = 0; c < s->cold.n; c++)
@@ -463,6 +476,7 @@ static int cold_vectors(const struct trained *t, const struct cold_split *s,
         if (rc)
             return rc;
     }
+    *ms = (now_ms() - t0) / s->n_cold;
     return 0;
 }
 
@@ -593,15 +607,17 @@ static double mean_norm(struct sgbd_mat a)
 
 /* The held-out rows of every variant into vec[N_VARIANTS] (Ic, D_out). */
 static int make_variants(const struct trained *t, const struct cold_split *s,
-                         uint64_t seed, struct sgbd_mat *vec, double *ratio)
+                         uint64_t seed, struct sgbd_mat *vec,
+                         struct cold_result *r)
 {
+    double *ratio = &r->norm_ratio;
     size_t n = s->n_cold * t->m->dim;
     int rc = 0;
 
     for (int v = 0; v < N_VARIANTS && rc == 0; v++)
         rc = sgbd_mat_alloc(&vec[v], s->n_cold, t->m->dim);
     if (rc == 0)
-        rc = cold_vectors(t, s, vec[V_COLD]);
+        rc = cold_vectors(t, s, vec[V_COLD], &r->new_item_ms);
     if (rc)
         return rc;
     random_vectors(vec[V_COLD], vec[V_RANDOM], seed);
@@ -623,7 +639,7 @@ static int score_model(const struct trained *t, const struct cold_split *s,
     struct sgbd_mat vec[N_VARIANTS] = {{0}};
     struct sgbd_metrics m;
     int k = COLD_K;
-    int rc = make_variants(t, s, seed, vec, &r->norm_ratio);
+    int rc = make_variants(t, s, seed, vec, r);
 
     r->model = t->ops->name;
     r->epochs = t->epochs;
@@ -648,19 +664,20 @@ static void print_header(const char *title, const struct cold_split *s)
     printf("| model | epochs | train s | warm test R@20 | norm cold/warm | "
            "held-out AUC cold / random | all-items AUC cold / random | "
            "R@20 cold / random | N@20 cold / random | "
-           "R@20 at warm norm cold / random | users |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+           "R@20 at warm norm cold / random | users | new item ms |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
 static void print_row(const struct cold_result *r)
 {
     printf("| %s | %d | %.1f | %.4f | %.2f | %.4f / %.4f | %.4f / %.4f | "
-           "%.4f / %.4f | %.4f / %.4f | %.4f / %.4f | %zu |\n", r->model,
+           "%.4f / %.4f | %.4f / %.4f | %.4f / %.4f | %zu | %.2f |\n",
+           r->model,
            r->epochs, r->seconds, r->warm_recall, r->norm_ratio,
            r->auc_held[V_COLD], r->auc_held[V_RANDOM], r->auc_all[V_COLD],
            r->auc_all[V_RANDOM], r->recall[V_COLD], r->recall[V_RANDOM],
            r->ndcg[V_COLD], r->ndcg[V_RANDOM], r->recall[V_COLD_SCALED],
-           r->recall[V_RANDOM_SCALED], r->users);
+           r->recall[V_RANDOM_SCALED], r->users, r->new_item_ms);
     fflush(stdout);
 }
 
