@@ -228,7 +228,7 @@ void sgbd_json_num(struct sgbd_json *w, double v)
         sgbd_json_null(w);
         return;
     }
-    put_fmt(w, b, snprintf(b, sizeof(b), "%.9g", v));
+    put_fmt(w, b, snprintf(b, sizeof(b), "%.15g", v));
 }
 
 /* ---- floats: printf("%.9g") without printf ---- */

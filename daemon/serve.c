@@ -20,14 +20,16 @@
 #include "sgbd/http.h"
 #include "sgbd/log.h"
 #include "sgbd/notify.h"
+#include "sgbd/retrain.h"
 #include "sgbd/store.h"
 
 /*
- * Registration point of the online retrainer (issue #6): set to its
- * attach function (retrain.h). NULL: the daemon serves without
- * retraining, and /v1/model/retrain and rollback answer 501.
+ * Registration point of the online retrainer (retrain.h): it restores the
+ * latest valid checkpoint at start-up and retrains in the background.
+ * Without a store it attaches nothing, and /v1/model/retrain and rollback
+ * answer 501.
  */
-static const sgbd_retrain_attach_fn retrain_attach = NULL;
+static const sgbd_retrain_attach_fn retrain_attach = sgbd_retrain_attach;
 
 #define CONNECTION_MEMORY (64 * 1024)
 #define PROBE_TIMEOUT_MS 2000

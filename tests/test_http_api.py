@@ -164,7 +164,8 @@ def test_http_interactions_exclude_at_once():
 
 
 def test_http_admin_routes_without_retrainer():
-    with Daemon() as d:
+    # Without a store nothing can be retrained: no retrainer is attached.
+    with Daemon(store=False) as d:
         r = d.request("POST", "/v1/model/retrain", route="/v1/model/retrain")
         check(r.status == 501 and r.code == "not_implemented", r)
         r = d.request("POST", "/v1/model/rollback", {"version": 1},

@@ -213,7 +213,9 @@ def test_http_tokens_401_403():
             r = d.request("POST", "/v1/model/retrain",
                           route="/v1/model/retrain",
                           headers={"Authorization": "Bearer admin-token-456"})
-            check(r.status == 501, r)
+            # Past authentication: the retrainer answers (nothing to train
+            # on in this store yet).
+            check(r.status in (202, 409), r)
             r = d.request("GET", "/v1/users/u1/recommendations", route=RECO)
             check(r.status == 200, "reads need no token")
             check("writer-token" not in d.log() and "admin-token" not in

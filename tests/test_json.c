@@ -46,9 +46,27 @@ static void test_json_float_non_finite_is_null(void)
     sgbd_json_deinit(&w);
 }
 
+/* Doubles such as unix times in seconds keep their whole part: nine
+ * digits once wrote 1796306108.5 as 1.79630611e+09. */
+static void test_json_num_keeps_timestamps(void)
+{
+    struct sgbd_json w;
+    size_t len;
+    char *text;
+
+    sgbd_json_init(&w);
+    sgbd_json_num(&w, 1796306108.5);
+    text = sgbd_json_take(&w, &len);
+    CHECK(text != NULL);
+    CHECK_STR(text, "1796306108.5");
+    free(text);
+    sgbd_json_deinit(&w);
+}
+
 int main(void)
 {
     RUN(test_json_float_round_trips);
     RUN(test_json_float_non_finite_is_null);
+    RUN(test_json_num_keeps_timestamps);
     return harness_finish();
 }

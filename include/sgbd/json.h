@@ -61,7 +61,7 @@ void sgbd_json_str(struct sgbd_json *w, const char *s);
 void sgbd_json_strn(struct sgbd_json *w, const char *s, size_t n);
 void sgbd_json_u64(struct sgbd_json *w, uint64_t v);
 void sgbd_json_i64(struct sgbd_json *w, int64_t v);
-void sgbd_json_num(struct sgbd_json *w, double v);   /* %.9g */
+void sgbd_json_num(struct sgbd_json *w, double v);   /* %.15g */
 void sgbd_json_float(struct sgbd_json *w, float v);  /* %.9g: round-trips */
 void sgbd_json_bool(struct sgbd_json *w, int v);
 void sgbd_json_null(struct sgbd_json *w);
