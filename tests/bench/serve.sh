@@ -9,15 +9,16 @@
 #   -t$WRK_THREADS -c$CONNS keep-alive for $SECONDS_EACH s, in ABAB order so
 #   both see the same machine load. The daemon gets
 #   GET /v1/users/u<random>/recommendations?k=20 (tests/bench/users.lua).
-#   Reports requests/s, p50 and p99 of each run and the daemon/ceiling
-#   ratio of the medians.
+#   Reports requests/s, p50 and p99 of each run, the server's CPU time
+#   per request (utime + stime from /proc: robust to other load on the
+#   machine) and the daemon/ceiling ratio of the medians.
 # electronics: `sgbd serve --synthetic 192000,63000,64` under
 #   tests/bench/loadgen at a fixed $RATE requests/s (default 1000) for
 #   $SECONDS_EACH s: p50, p99, p99.9 from the time each request was due.
 #
 # Environment: SGBD_BIN (default build/sgbd), HTTP_THREADS (the daemon's
 # [server] http_threads and the ceiling's pool, default 2), CONNS (16),
-# WRK_THREADS (1), SECONDS_EACH (10), RATE (1000), ROUNDS (2), PORT_BASE
+# WRK_THREADS (1), SECONDS_EACH (10), RATE (1000), ROUNDS (3), PORT_BASE
 # (18500). Needs wrk, cc and pkg-config (libmicrohttpd); the C tools are
 # built next to the binary, in $(dirname SGBD_BIN)/bench.
 set -euo pipefail
@@ -30,7 +31,7 @@ conns=${CONNS:-16}
 wrk_threads=${WRK_THREADS:-1}
 secs=${SECONDS_EACH:-10}
 rate=${RATE:-1000}
-rounds=${ROUNDS:-2}
+rounds=${ROUNDS:-3}
 port=${PORT_BASE:-18500}
 tools=$(dirname "$bin")/bench
 
@@ -60,19 +61,25 @@ wait_ready() {  # URL
     exit 1
 }
 
-start_daemon() {  # SPEC PORT
+start_daemon() {  # SPEC PORT; sets daemon_pid
     "$bin" serve --no-store --listen "127.0.0.1:$2" --synthetic "$1" \
         --set "server.http_threads=$threads" >/dev/null 2>&1 &
+    daemon_pid=$!
     pids+=($!)
     wait_ready "http://127.0.0.1:$2/readyz"
 }
 
-# wrk's summary as "req_per_s p50_ms p99_ms".
-wrk_run() {  # URL [LUA]
-    local out
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# wrk's summary as "req_per_s p50_ms p99_ms server_cpu_us_per_request".
+wrk_run() {  # PID URL [LUA]
+    local out t0 t1 hz
+    hz=$(getconf CLK_TCK)
+    t0=$(cpu_ticks "$1")
     out=$(wrk -t"$wrk_threads" -c"$conns" -d"${secs}s" --latency \
-              ${2:+-s "$2"} "$1")
-    echo "$out" | awk '
+              ${3:+-s "$3"} "$2")
+    t1=$(cpu_ticks "$1")
+    echo "$out" | awk -v ticks=$((t1 - t0)) -v hz="$hz" '
         function ms(v) {
             if (v ~ /us$/) return v / 1000
             if (v ~ /ms$/) return v + 0
@@ -81,8 +88,10 @@ wrk_run() {  # URL [LUA]
         }
         /^ +50%/ { p50 = ms($2) }
         /^ +99%/ { p99 = ms($2) }
+        /requests in/ { n = $1 }
         /^Requests\/sec/ { rps = $2 }
-        END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+        END { printf "%.0f %.3f %.3f %.1f\n", rps, p50, p99,
+                     ticks * 1e6 / hz / n }'
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -94,24 +103,25 @@ machine() {
 }
 
 bench_baby() {
-    local ceil=$((port)) daemon=$((port + 1)) c d
+    local ceil=$((port)) daemon=$((port + 1)) c d ceil_pid
     "$tools/mhd_ceiling" "$ceil" "$threads" 2>/dev/null &
+    ceil_pid=$!
     pids+=($!)
     start_daemon 19445,7050,64 "$daemon"
     wait_ready "http://127.0.0.1:$ceil/"
     echo "== Baby size: 19,445 users x 7,050 items x 64, k = 20;" \
          "wrk -t$wrk_threads -c$conns, ${secs} s per run," \
          "http_threads=$threads"
-    echo "| run | server | req/s | p50 ms | p99 ms |"
-    echo "|---|---|---|---|---|"
+    echo "| run | server | req/s | p50 ms | p99 ms | server CPU us/req |"
+    echo "|---|---|---|---|---|---|"
     : >"$tools/ceil.txt"
     : >"$tools/daemon.txt"
     for r in $(seq "$rounds"); do
-        c=$(wrk_run "http://127.0.0.1:$ceil/")
+        c=$(wrk_run "$ceil_pid" "http://127.0.0.1:$ceil/")
         echo "$c" >>"$tools/ceil.txt"
         echo "| $r | mhd_ceiling | ${c// / | } |"
-        d=$(SBENCH_USERS=19445 wrk_run "http://127.0.0.1:$daemon/" \
-            "$here/users.lua")
+        d=$(SBENCH_USERS=19445 wrk_run "$daemon_pid" \
+            "http://127.0.0.1:$daemon/" "$here/users.lua")
         echo "$d" >>"$tools/daemon.txt"
         echo "| $r | sgbd serve | ${d// / | } |"
     done
@@ -132,8 +142,13 @@ bench_electronics() {
          "loadgen $rate req/s over $conns connections, ${secs} s," \
          "http_threads=$threads"
     for r in $(seq "$rounds"); do
+        local t0 t1
+        t0=$(cpu_ticks "$daemon_pid")
         "$tools/loadgen" -c "$conns" -r "$rate" -d "$secs" -w 1 \
             -u 192000 "127.0.0.1:$daemon" 2>/dev/null
+        t1=$(cpu_ticks "$daemon_pid")
+        echo "  daemon CPU: $(( (t1 - t0) * 1000 / $(getconf CLK_TCK) )) ms" \
+             "over $((secs + 1)) s"
     done
     echo "(target: p99 <= 10 ms at 1,000 req/s)"
     cleanup
