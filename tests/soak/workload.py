@@ -135,6 +135,27 @@ def retrain_attached(client):
     return bool(client.model().get("retrain", {}).get("attached"))
 
 
+def retrain_counts(client):
+    """(retrains_total, failed_total, rejected_total, served version)."""
+    m = client.model()
+    r = m.get("retrain", {})
+    return (r.get("retrains_total", 0), r.get("failed_total", 0),
+            r.get("rejected_total", 0), m.get("version"))
+
+
+def wait_retrain_end(client, started_before, timeout=60.0):
+    """Wait until a job started after retrains_total was started_before
+    has ended; the /v1/model document then."""
+    def ended():
+        m = client.model()
+        r = m.get("retrain", {})
+        if r.get("retrains_total", 0) > started_before and \
+                r.get("state") == "idle":
+            return m
+        return None
+    return wait_for(ended, timeout, 0.1, "the retrain to end")
+
+
 def wait_for(pred, timeout, interval=0.05, what="condition"):
     """Poll pred() until true; its value, or RuntimeError past timeout."""
     deadline = time.monotonic() + timeout
@@ -501,3 +522,56 @@ def log_events(text, name):
     """Lines of a daemon log with ev=name."""
     pat = re.compile(r"\bev=%s\b" % re.escape(name))
     return [ln for ln in text.splitlines() if pat.search(ln)]
+
+
+# ---- a small runner for the fault tests ----
+
+class Skip(Exception):
+    """Raised by a case that cannot run here (the reason is printed)."""
+
+
+def need_binary():
+    """$SGBD_BIN (CTest sets it), or Skip."""
+    b = find_binary()
+    if not b:
+        raise Skip("no sgbd binary (SGBD_BIN is not set)")
+    return b
+
+
+def known_bug(ok, what):
+    """A documented, reported bug: a failed assertion only when
+    SGBD_FAULTS_STRICT=1, otherwise one 'KNOWN BUG' line on stdout, so the
+    default run stays green while the fix is pending."""
+    if ok:
+        return
+    if os.environ.get("SGBD_FAULTS_STRICT") == "1":
+        raise AssertionError("known bug: " + what)
+    print("  KNOWN BUG (docs/security.md, Faults): %s" % what, flush=True)
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def run_cases(cases):
+    """Run test functions; print ok/skip/FAIL lines; exit 0, 1, or 77 when
+    every case skipped."""
+    import traceback
+    failed = skipped = 0
+    for case in cases:
+        t0 = time.monotonic()
+        try:
+            case()
+            print("ok   %s (%.1fs)" % (case.__name__, time.monotonic() - t0))
+        except Skip as e:
+            skipped += 1
+            print("skip %s: %s" % (case.__name__, e))
+        except Exception as e:  # report and go on with the next case
+            failed += 1
+            print("FAIL %s: %s: %s" % (case.__name__, type(e).__name__, e))
+            traceback.print_exc()
+        sys.stdout.flush()
+    print("%d passed, %d failed, %d skipped" % (
+        len(cases) - failed - skipped, failed, skipped))
+    sys.exit(1 if failed else 77 if skipped == len(cases) else 0)
