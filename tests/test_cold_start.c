@@ -1,5 +1,5 @@
 /* test_cold_start.c - cold-start item vectors of every model, measured. */
-/* ctest: labels=integration timeout=180 */
+/* ctest: labels=integration timeout=900 */
 /*
  * Issue #3, deliverable 3: embed_new_item(features) must give a usable
  * vector for an item that has features and no interactions. The method:
