@@ -133,7 +133,7 @@ static const struct opt options[] = {
     {"retrain", "max_interval_s", OPT_DOUBLE, F(retrain_max_interval_s), "0",
      0, 8640000, 1, "retrain at least this often when anything is pending; 0: off"},
     {"retrain", "epochs", OPT_INT, F(retrain_epochs), "5", 1, 100000, 1,
-     "epochs per online retrain"},
+     "epochs of a warm retrain; the best on the holdout is kept"},
     {"retrain", "warm_start", OPT_BOOL, F(retrain_warm_start), "true", 0, 1,
      1, "start from the current parameters"},
     {"retrain", "tolerance", OPT_DOUBLE, F(retrain_tolerance), "0.002", 0, 1,

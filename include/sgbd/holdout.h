@@ -12,7 +12,7 @@
  * so the retrainer holds out its own validation set from them:
  *
  *     a user with no stored valid interaction and at least min_train
- *     train interactions has his latest train interaction (largest
+ *     train interactions has the latest train interaction (largest
  *     timestamp, ties by the larger sequence number) held out as valid:
  *     every train row of that (user, item) pair moves to valid, and only
  *     when at least one train row of another item remains.

@@ -36,8 +36,11 @@
  *      representation through the model's feature path. Cold start
  *      (first model, warm_start off, another model): a fresh arena.
  *   4. Training with the configured step rule ([optimizer], default
- *      sgbd): exactly retrain.epochs epochs when warm; when cold, up to
- *      retrain.initial_epochs with MMRec early stopping on the holdout.
+ *      sgbd), a fresh optimiser state: retrain.epochs epochs when warm,
+ *      up to retrain.initial_epochs with MMRec early stopping when cold;
+ *      the holdout is scored after every epoch and the best epoch kept
+ *      (warm epochs past the optimum would otherwise drift the model
+ *      down one tolerance at a time).
  *   5. The gate: candidate and served model are ranked on the same
  *      holdout (train.valid_metric, e.g. recall@20, train items masked),
  *      over the users both know; the served model scores items as
