@@ -306,29 +306,31 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Baby's size: 19,445 users, 7,050 items, ~120k training rows. Prints
- * ms per epoch; the bound only catches a pathological slowdown. */
-static void test_bpr_samples_a_baby_epoch_fast(void)
+/* Baby's size: 19,445 users, 7,050 items, ~120k training rows: every
+ * row in ceil(n / B) batches. Prints ms per epoch for information only
+ * (speed is measured by benchmarks, not asserted by tests). */
+static void test_bpr_samples_a_baby_epoch(void)
 {
     struct sgbd_dataset ds;
     struct sgbd_bpr_sampler *s;
     struct sgbd_batch b;
-    uint64_t check = 0;
+    size_t rows, batches;
 
     CHECK_INT(random_dataset(&ds, 19445, 7050, 7050, 120000, 5), 0);
     CHECK_INT(sgbd_bpr_sampler_new(&s, &ds, 2048, 999), 0);
     double best = 1e9;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 3; rep++) {
         double t0 = now();
+        rows = batches = 0;
         sgbd_bpr_epoch_begin(s);
         while (sgbd_bpr_next(s, &b))
-            check += b.neg[0];
+            rows += b.n, batches++;
         double ms = (now() - t0) * 1e3;
         best = ms < best ? ms : best;
     }
-    printf("bpr_epoch rows=120000 batches=%zu ms=%.3f (check %llu)\n",
-           sgbd_bpr_n_batches(s), best, (unsigned long long)check);
-    CHECK(best < 100);
+    printf("bpr_epoch rows=%zu batches=%zu ms=%.3f\n", rows, batches, best);
+    CHECK_INT(rows, ds.n_train);
+    CHECK_INT(batches, (ds.n_train + 2047) / 2048);
     sgbd_bpr_sampler_free(s);
     free_dataset(&ds);
 }
@@ -495,7 +497,7 @@ int main(void)
     RUN(test_bpr_negatives_avoid_train_items);
     RUN(test_bpr_negatives_are_uniform);
     RUN(test_bpr_rejects_bad_input);
-    RUN(test_bpr_samples_a_baby_epoch_fast);
+    RUN(test_bpr_samples_a_baby_epoch);
     RUN(test_bpr_loss_ln_value_and_gradient);
     RUN(test_bpr_loss_log2_value_and_gradient);
     RUN(test_bpr_loss_logsig_value_and_gradient);
