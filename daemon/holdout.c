@@ -190,15 +190,6 @@ void sgbd_holdout_data_free(struct sgbd_holdout_data *d)
     memset(d, 0, sizeof(*d));
 }
 
-void sgbd_holdout_features_prefix(const struct sgbd_holdout_data *d,
-                                  uint32_t n_items, struct sgbd_features *out)
-{
-    *out = d->feat;
-    for (int c = 0; c < out->n; c++)
-        if (out->ch[c].m.rows > n_items)
-            out->ch[c].m.rows = n_items;
-}
-
 /* ---- per-user sets ---- */
 
 static int cmp_u32(const void *a, const void *b)

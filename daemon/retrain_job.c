@@ -24,6 +24,8 @@
 #include "sgbd/trainer.h"
 
 #define HP_HOLDOUT "holdout_min"    /* checkpoint hparam of the holdout */
+#define HP_CHANNEL "ch_"            /* hparams ch_<name> = width: the
+                                       model's channels, in its order */
 
 /* ---- configuration to engine settings (train_job.c's conventions) ---- */
 
@@ -122,6 +124,13 @@ static int step_opts_from_config(struct sgbd_step_opts *s,
 
 /* ---- the serving snapshot of a trained model ---- */
 
+/* The model's feature channels: indices into the read's channels, in
+ * the order the model takes them. */
+struct chan_map {
+    int n;
+    int idx[SGBD_MAX_CHANNELS];
+};
+
 /* What a snapshot is built from; the model is taken on success. */
 struct snap_src {
     uint64_t version, absorbed;
@@ -130,15 +139,46 @@ struct snap_src {
     struct sgbd_model *model;
     const float *theta;                 /* (model->layout.n) */
     const struct sgbd_snapshot_meta *meta;
+    const struct chan_map *ch;
 };
 
+/* Every channel of the read, in store order. */
+static void chan_map_all(const struct sgbd_holdout_data *d,
+                         struct chan_map *m)
+{
+    m->n = d->n_channels;
+    for (int c = 0; c < m->n; c++)
+        m->idx[c] = c;
+}
+
+/* The channels of m as model features: views of the read's matrices,
+ * rows cut to n_items. Owns nothing. */
+static void features_of(const struct sgbd_holdout_data *d,
+                        const struct chan_map *m, uint32_t n_items,
+                        struct sgbd_features *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (d->feat.n == 0)
+        return;
+    for (int c = 0; c < m->n; c++) {
+        out->ch[c] = d->feat.ch[m->idx[c]];
+        if (out->ch[c].m.rows > n_items)
+            out->ch[c].m.rows = n_items;
+    }
+    out->n = m->n;
+}
+
 /* Item i's stored features, channel by channel (NULL where absent). */
-static void item_feats(const struct sgbd_holdout_data *d, uint32_t i,
+static void item_feats(const struct snap_src *src, uint32_t i,
                        const float **f)
 {
-    for (int c = 0; c < d->feat.n; c++)
-        f[c] = d->present[c] && d->present[c][i]
-                   ? sgbd_mat_row(d->feat.ch[c].m, i) : NULL;
+    const struct sgbd_holdout_data *d = src->d;
+
+    for (int c = 0; c < src->ch->n && d->feat.n; c++) {
+        int k = src->ch->idx[c];
+        f[c] = d->present[k] && d->present[k][i]
+                   ? sgbd_mat_row(d->feat.ch[k].m, i) : NULL;
+    }
 }
 
 /*
@@ -176,7 +216,7 @@ static int fill_items(const struct snap_src *src, struct sgbd_snapshot *s,
             have_shared = 1;
             memcpy(row, shared, s->dim * sizeof(float));
         } else {
-            item_feats(src->d, i, f);
+            item_feats(src, i, f);
             rc = m->ops->embed_new_item(src->model, src->theta, f, row);
         }
     }
@@ -247,13 +287,14 @@ static int build_snapshot(struct sgbd_snapshot **out,
     rc = fill_vectors(src, s);
     if (rc == 0)
         rc = fill_sets(src, s);
-    for (int c = 0; c < d->n_channels; c++) {
-        memcpy(ch[c].name, d->channel_names[c], SGBD_CHANNEL_NAME);
-        ch[c].width = d->channel_widths[c];
+    for (int c = 0; c < src->ch->n; c++) {
+        memcpy(ch[c].name, d->channel_names[src->ch->idx[c]],
+               SGBD_CHANNEL_NAME);
+        ch[c].width = d->channel_widths[src->ch->idx[c]];
     }
     if (rc == 0)
         rc = sgbd_snapshot_set_model(s, src->model, src->theta, ch,
-                                     d->n_channels);
+                                     src->ch->n);
     if (rc < 0) {
         sgbd_snapshot_free(s);
         return rc;
@@ -272,6 +313,7 @@ struct job {
     double t0;
 
     struct sgbd_holdout_data data;
+    struct chan_map chans;          /* the model's: every channel */
     struct sgbd_dataset ds;
     size_t n_held;
     struct sgbd_hparams hp;
@@ -360,6 +402,7 @@ static int load_data(struct job *j)
     if (j->ops->needs_features && j->data.feat.n == 0)
         return sgbd_errf(SGBD_E_NOTFOUND, "model %s needs item features and "
                          "the store defines no channel", j->ops->name);
+    chan_map_all(&j->data, &j->chans);
     ho = (struct sgbd_holdout_opts){j->data.n_users, j->data.n_items,
                                     UINT64_MAX, j->cfg->retrain_holdout_min};
     return sgbd_holdout_build(&j->ds, j->data.events, j->data.n_events, &ho,
@@ -697,6 +740,13 @@ static void fill_info(const struct job *j, struct sgbd_checkpoint_info *info)
     info->n_items = j->ds.n_items;
     info->data_seq = j->data.last_seq;
     hparams_to_info(info, &j->hp, j->cfg->retrain_holdout_min);
+    for (int c = 0; c < j->chans.n && j->ops->needs_features; c++) {
+        int k = j->chans.idx[c];
+        snprintf(key, sizeof(key), HP_CHANNEL "%.28s",
+                 j->data.channel_names[k]);
+        kv_add(info->hparams, &info->n_hparams, key,
+               j->data.channel_widths[k]);
+    }
     for (int i = 0; i < meta->n_metrics; i++) {
         snprintf(key, sizeof(key), "valid_%.25s", meta->metrics[i].name);
         kv_add(info->metrics, &info->n_metrics, key, meta->metrics[i].value);
@@ -716,7 +766,7 @@ static int build_candidate(struct job *j)
     snprintf(meta.optimizer, sizeof(meta.optimizer), "%s", j->cfg->optimizer);
     meta.trained_at = (int64_t)time(NULL);
     src = (struct snap_src){1, j->absorbed, &j->data, &j->ds, j->model,
-                            j->theta, &meta};
+                            j->theta, &meta, &j->chans};
     rc = build_snapshot(&j->snap, &src);
     if (rc == 0)
         j->model = NULL;            /* the snapshot owns it now */
@@ -925,10 +975,43 @@ struct restore {
     uint64_t version;
     const struct sgbd_model_ops *ops;
     struct sgbd_holdout_data data;
+    struct chan_map chans;          /* the checkpoint's channels */
     struct sgbd_dataset ds;
     struct sgbd_model *model;
     struct sgbd_snapshot *snap;
 };
+
+/* The channels a checkpoint lists (hparams ch_<name>, in order), found
+ * by name in the read; a checkpoint that lists none takes them all, as
+ * `sgbd train` saw them. */
+static int checkpoint_channels(struct restore *r)
+{
+    const struct sgbd_checkpoint_info *info = &r->info;
+    struct chan_map *m = &r->chans;
+    size_t pre = strlen(HP_CHANNEL);
+
+    m->n = 0;
+    for (int i = 0; i < info->n_hparams; i++) {
+        const char *name = info->hparams[i].key + pre;
+        int k;
+        if (strncmp(info->hparams[i].key, HP_CHANNEL, pre) != 0)
+            continue;
+        for (k = 0; k < r->data.n_channels; k++)
+            if (strcmp(r->data.channel_names[k], name) == 0)
+                break;
+        if (k == r->data.n_channels ||
+            r->data.channel_widths[k] != (uint32_t)info->hparams[i].value ||
+            m->n == SGBD_MAX_CHANNELS)
+            return sgbd_errf(SGBD_E_SHAPE, "checkpoint %llu: channel '%s' of "
+                             "width %g is not in the store as it was",
+                             (unsigned long long)r->version, name,
+                             info->hparams[i].value);
+        m->idx[m->n++] = k;
+    }
+    if (m->n == 0)
+        chan_map_all(&r->data, m);
+    return 0;
+}
 
 static void restore_free(struct restore *r)
 {
@@ -960,9 +1043,11 @@ static int rebuild_model(struct restore *r)
                                     r->info.data_seq, holdout};
     rc = sgbd_holdout_build(&r->ds, r->data.events, r->data.n_events, &ho,
                             NULL);
+    if (rc == 0)
+        rc = checkpoint_channels(r);
     if (rc < 0)
         return rc;
-    sgbd_holdout_features_prefix(&r->data, r->info.n_items, &feat);
+    features_of(&r->data, &r->chans, r->info.n_items, &feat);
     in.feat = feat.n ? &feat : NULL;
     rc = r->ops->create(&r->model, &in);
     if (rc == 0)
@@ -1039,7 +1124,7 @@ int sgbd_retrain_publish_checkpoint(struct sgbd_retrain *rt,
         goto out;
     restored_meta(&r.info, &meta);
     src = (struct snap_src){r.version, absorbed, &r.data, &r.ds, r.model,
-                            r.arena, &meta};
+                            r.arena, &meta, &r.chans};
     rc = build_snapshot(&r.snap, &src);
     if (rc < 0)
         goto out;

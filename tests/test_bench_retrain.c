@@ -22,7 +22,9 @@
  *    write path does; then one online retrain with the same optimiser.
  *    Reported: test recall@20 / ndcg@20 of the first model, of the served
  *    view after the updates (overlay cold-start vectors, no retrain), and
- *    of the retrained model, with the gate's verdict.
+ *    of the retrained model, with the gate's verdict; SGBD_BENCH_SEEDS
+ *    (1) seeds of model.seed and of the perturbation, with means and
+ *    standard deviations over them.
  *
  * Skips without ../shared/data/baby (or scientific). Run alone:
  *     ctest -L bench -R bench_retrain --output-on-failure -V
@@ -410,49 +412,86 @@ static void ia_close(struct ia *x)
     sgbd_store_close(x->store);
 }
 
+/* One (optimiser, perturbation, seed) run: q gets test recall@20 and
+ * ndcg@20 of the first model, after the updates, after the retrain. */
+static int ia_run(const char *sci, const char *model, const char *opt,
+                  const char *kind, int seed, double q[6])
+{
+    struct sgbd_retrain_status st;
+    struct sgbd_config cfg;
+    char name[64];
+    struct ia x;
+    double t0, first_s;
+    int rc;
+
+    sgbd_config_defaults(&cfg);
+    snprintf(cfg.model, sizeof(cfg.model), "%s", model);
+    snprintf(cfg.optimizer, sizeof(cfg.optimizer), "%s", opt);
+    cfg.seed = 999 + seed;
+    cfg.retrain_enabled = 0;
+    cfg.retrain_initial_epochs = env_int("SGBD_BENCH_IA_EPOCHS", 300);
+    cfg.retrain_threads = env_int("SGBD_BENCH_THREADS", 1);
+    snprintf(name, sizeof(name), "%s-%d", kind, seed);
+    rc = ia_open(&x, sci, opt, name, &cfg);
+    t0 = now_s();
+    if (rc == 0)
+        rc = run_job(x.rt, &st);
+    first_s = now_s() - t0;
+    if (rc == 0 && strcmp(st.last_outcome, "published") != 0)
+        rc = sgbd_errf(SGBD_E_REJECTED, "first model: %s", st.message);
+    if (rc == 0)
+        rc = served_quality(&x, &q[0], &q[1]);
+    if (rc == 0)
+        rc = perturb(&x, kind, 42 + (uint64_t)seed);
+    if (rc == 0)
+        rc = served_quality(&x, &q[2], &q[3]);
+    t0 = now_s();
+    if (rc == 0)
+        rc = run_job(x.rt, &st);
+    if (rc == 0)
+        rc = served_quality(&x, &q[4], &q[5]);
+    if (rc == 0)
+        printf("bench retrain_info_adjust model=%s optimizer=%s perturb=%s "
+               "seed=%d items=%u first: recall@20=%.4f ndcg@20=%.4f (%.0f s) "
+               "updated, no retrain: recall@20=%.4f ndcg@20=%.4f retrained "
+               "(%s, %.1f s): recall@20=%.4f ndcg@20=%.4f\n", model, opt,
+               kind, seed, x.data.n_items / 10, q[0], q[1], first_s, q[2],
+               q[3], st.last_outcome, now_s() - t0, q[4], q[5]);
+    fflush(stdout);
+    ia_close(&x);
+    return rc;
+}
+
 static void test_retrain_bench_information_adjustment(void)
 {
     static const char *opts[] = {"adam", "mg", "sgbd"};
     static const char *kinds[] = {"noise", "swap"};
+    static const char *stage[] = {"first", "updated", "retrained"};
     char buf[4096];
     const char *sci = harness_data_dir("scientific", buf, sizeof(buf));
     const char *model = env_str("SGBD_BENCH_IA_MODEL", "vbpr");
+    int seeds = env_int("SGBD_BENCH_SEEDS", 1);
 
     if (!sci)
         SKIP("no ../shared/data/scientific");
     for (int k = 0; k < 2; k++) {
         for (int o = 0; o < 3; o++) {
-            struct sgbd_retrain_status st;
-            struct sgbd_config cfg;
-            struct ia x;
-            double r0, n0, r1, n1, r2, n2, t0, first_s;
-
-            sgbd_config_defaults(&cfg);
-            snprintf(cfg.model, sizeof(cfg.model), "%s", model);
-            snprintf(cfg.optimizer, sizeof(cfg.optimizer), "%s", opts[o]);
-            cfg.retrain_enabled = 0;
-            cfg.retrain_initial_epochs = env_int("SGBD_BENCH_IA_EPOCHS", 300);
-            cfg.retrain_threads = env_int("SGBD_BENCH_THREADS", 1);
-            CHECK_INT(ia_open(&x, sci, opts[o], kinds[k], &cfg), 0);
-            t0 = now_s();
-            CHECK_INT(run_job(x.rt, &st), 0);
-            first_s = now_s() - t0;
-            CHECK_STR(st.last_outcome, "published");
-            CHECK_INT(served_quality(&x, &r0, &n0), 0);
-            CHECK_INT(perturb(&x, kinds[k], 42), 0);
-            CHECK_INT(served_quality(&x, &r1, &n1), 0);
-            t0 = now_s();
-            CHECK_INT(run_job(x.rt, &st), 0);
-            CHECK_INT(served_quality(&x, &r2, &n2), 0);
-            printf("bench retrain_info_adjust model=%s optimizer=%s "
-                   "perturb=%s items=%u first: recall@20=%.4f ndcg@20=%.4f "
-                   "(%.0f s) updated, no retrain: recall@20=%.4f "
-                   "ndcg@20=%.4f retrained (%s, %.1f s): recall@20=%.4f "
-                   "ndcg@20=%.4f\n", model, opts[o], kinds[k],
-                   x.data.n_items / 10, r0, n0, first_s, r1, n1,
-                   st.last_outcome, now_s() - t0, r2, n2);
+            double sum[6] = {0}, sq[6] = {0}, q[6];
+            for (int seed = 0; seed < seeds; seed++) {
+                CHECK_INT(ia_run(sci, model, opts[o], kinds[k], seed, q), 0);
+                for (int m = 0; m < 6; m++)
+                    sum[m] += q[m], sq[m] += q[m] * q[m];
+            }
+            for (int st = 0; st < 3; st++) {
+                double mr = sum[2 * st] / seeds, mn = sum[2 * st + 1] / seeds;
+                printf("bench retrain_info_adjust_mean model=%s optimizer=%s "
+                       "perturb=%s seeds=%d stage=%s recall@20=%.4f "
+                       "(sd %.4f) ndcg@20=%.4f (sd %.4f)\n", model, opts[o],
+                       kinds[k], seeds, stage[st], mr,
+                       sqrt(fmax(sq[2 * st] / seeds - mr * mr, 0)), mn,
+                       sqrt(fmax(sq[2 * st + 1] / seeds - mn * mn, 0)));
+            }
             fflush(stdout);
-            ia_close(&x);
         }
     }
 }

@@ -417,7 +417,9 @@ static void *reader_main(void *arg)
         sgbd_snapshot_release(&v);
         atomic_fetch_add(&r->reads, 1);
     }
-    atomic_store(&r->max_version, last);
+    for (unsigned long m = atomic_load(&r->max_version); m < last;)
+        if (atomic_compare_exchange_weak(&r->max_version, &m, last))
+            break;
     return NULL;
 }
 
@@ -429,6 +431,7 @@ static void test_retrain_publishes_while_readers_read(void)
     struct fx f;
     uint64_t v1, s1, s2;
     uint32_t idx;
+    long reads;
 
     CHECK_INT(fx_init(&f, 1, 0), 0);
     CHECK_INT(fx_start(&f), 0);
@@ -446,7 +449,10 @@ static void test_retrain_publishes_while_readers_read(void)
     sgbd_retrain_notify(f.rt, 10, 0, s1);
     sgbd_retrain_notify(f.rt, 0, 2 * N_USERS, s2);
     CHECK_INT(sgbd_retrain_wait(f.rt, 2, WAIT_S), 0);
-    usleep(20000);
+    /* Let both readers read the new version, however loaded the host. */
+    reads = atomic_load(&r.reads);
+    for (int k = 0; k < 1000 && atomic_load(&r.reads) < reads + 1000; k++)
+        usleep(10000);
     atomic_store(&r.stop, 1);
     for (int k = 0; k < 2; k++)
         pthread_join(th[k], NULL);
@@ -739,6 +745,45 @@ static void test_retrain_restore_rebuilds_published_model(void)
     fx_free(&f);
 }
 
+static void test_retrain_restore_feature_model_after_new_channel(void)
+{
+    struct sgbd_view v;
+    struct fx f;
+    float *a = NULL, *b = NULL;
+    size_t na, nb;
+    uint64_t va, vb;
+    double diff = 0;
+
+    CHECK_INT(fx_init(&f, 1, 1), 0);
+    snprintf(f.cfg.model, sizeof(f.cfg.model), "vbpr");
+    f.cfg.retrain_enabled = 0;
+    CHECK_INT(fx_start(&f), 0);
+    CHECK_STR(run_one(&f), "published");
+    a = copy_uv(f.slot, &na, &va);
+    CHECK(a != NULL);
+    fx_stop(&f);
+
+    /* A channel defined after the checkpoint: the restore builds the
+     * model on the channels the checkpoint lists, not on the store's. */
+    CHECK_INT(sgbd_store_channel_define(f.store, "text", 4), 0);
+    CHECK_INT(fx_start(&f), 0);
+    CHECK_INT(sgbd_retrain_restore(f.rt), 0);
+    b = copy_uv(f.slot, &nb, &vb);
+    CHECK(b != NULL);
+    CHECK_INT(vb, va);
+    CHECK_INT(nb, na);
+    for (size_t k = 0; k < na; k++)
+        diff = fmax(diff, fabs((double)a[k] - b[k]));
+    CHECK_NEAR(diff, 0, 1e-5);
+    sgbd_snapshot_acquire(f.slot, &v);
+    CHECK_INT(v.snap->n_channels, 1);
+    CHECK_STR(v.snap->channels[0].name, "image");
+    sgbd_snapshot_release(&v);
+    free(a);
+    free(b);
+    fx_free(&f);
+}
+
 static void test_retrain_restore_falls_back_on_damaged_current(void)
 {
     static const char junk[64] = "not a checkpoint chunk";
@@ -922,6 +967,7 @@ int main(void)
     RUN(test_retrain_stop_cancels_running_job);
     RUN(test_retrain_rollback_to_kept_version);
     RUN(test_retrain_restore_rebuilds_published_model);
+    RUN(test_retrain_restore_feature_model_after_new_channel);
     RUN(test_retrain_restore_falls_back_on_damaged_current);
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return harness_finish();

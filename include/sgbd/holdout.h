@@ -106,13 +106,4 @@ int sgbd_holdout_seen(const struct sgbd_holdout_event *ev, size_t n,
                       uint32_t n_users, uint32_t n_items, uint64_t **ptr,
                       uint32_t **items);
 
-/*
- * The channels of d restricted to the first n_items rows, as borrowed
- * views (out owns nothing: do not free it). For a model trained on a
- * prefix of the catalogue.
- */
-void sgbd_holdout_features_prefix(const struct sgbd_holdout_data *d,
-                                  uint32_t n_items,
-                                  struct sgbd_features *out);
-
 #endif
