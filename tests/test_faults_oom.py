@@ -104,6 +104,10 @@ def start(binary, name):
     if not wl.retrain_attached(client):
         d.kill()
         raise wl.Skip("the daemon has no retrainer attached")
+    if wl.proc_status(d.pid)["VmSize"] > 1 << 30:     # kB: over 1 TiB
+        d.kill()
+        raise wl.Skip("a sanitizer build reserves terabytes of address "
+                      "space; an address-space limit means nothing there")
     warm_up(client, cat)
     return d, client, cat
 
