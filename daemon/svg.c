@@ -137,6 +137,10 @@ static void draw_series(FILE *f, double x0, double y0, double w, double h,
 static void draw_legend(FILE *f, double x0, double y0,
                         const struct sgbd_svg_panel *p)
 {
+    /* A backing box, so curves running under the legend stay readable. */
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='146' height='%d' "
+               "fill='white' fill-opacity='0.85' stroke='#ccc'/>\n",
+            x0 + 2, y0 + 2, 16 * p->n_series + 6);
     for (int s = 0; s < p->n_series; s++) {
         double y = y0 + 14 + 16 * s;
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' "
