@@ -13,6 +13,11 @@ debug level:
 * near-miss tokens (a prefix, one byte more, another case, Basic, 300
   bytes, blanks around) are refused;
 * no token, right or wrong, appears in any response or in the debug log;
+* without token files (the default, safe only on loopback) a browser on
+  the same machine must not be able to act for a hostile page: a
+  cross-site form post (Origin of another site, a form or text/plain
+  body) to a JSON route is refused with 415; the known bug: an empty
+  cross-site POST /v1/model/retrain gets through;
 * ids made of format directives, path pieces, quotes, logfmt pairs,
   encoded slashes and non-ASCII are stored and returned verbatim, create
   no file, and leave every log line a single well-formed line; control
@@ -44,10 +49,11 @@ class Api:
         self.port = port
         self.bodies = []             # every response body, for the leak check
 
-    def call(self, method, path, body=None, auth=None, raw_auth=None):
+    def call(self, method, path, body=None, auth=None, raw_auth=None,
+             headers=None, raw_body=None):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        h = {}
-        data = None
+        h = dict(headers or {})
+        data = raw_body
         if body is not None:
             data = json.dumps(body).encode()
             h["Content-Type"] = "application/json"
@@ -67,10 +73,10 @@ class Api:
             c.close()
 
 
-def start(work):
+def start(work, tokens=True):
     binary = wl.need_binary()
     sets = []
-    for kind, tok in (("write", WRITE), ("admin", ADMIN)):
+    for kind, tok in (("write", WRITE), ("admin", ADMIN)) if tokens else ():
         path = os.path.join(work, kind + ".tok")
         with open(path, "w") as f:
             f.write("# %s\n%s\n" % (kind, tok))
@@ -216,5 +222,44 @@ def test_faults_hostile_auth_ids_and_logs():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_faults_hostile_cross_site_posts_without_tokens():
+    work = tempfile.mkdtemp(prefix="sgbd_faults_hostile_")
+    d = None
+    site = {"Origin": "http://hostile.example"}
+    try:
+        d = start(work, tokens=False)
+        api = Api(d.port)
+        form = dict(site, **{"Content-Type":
+                             "application/x-www-form-urlencoded"})
+        text = dict(site, **{"Content-Type": "text/plain"})
+        ev = json.dumps({"interactions": [{"user_id": "u1",
+                                           "item_id": "i1"}]}).encode()
+        for path, body in (("/v1/interactions", ev),
+                           ("/v1/recommendations", b'{"user_ids":["u1"]}'),
+                           ("/v1/model/rollback", b'{"version":1}'),
+                           ("/v1/model/retrain", b'{"reason":"x"}')):
+            for hdr in (form, text):
+                st, _, _ = api.call("POST", path, headers=hdr, raw_body=body)
+                expect_status(st, (415,), "cross-site POST %s as %s" % (
+                    path, hdr["Content-Type"]))
+        st, doc, _ = api.call("POST", "/v1/model/retrain", headers=form,
+                              raw_body=b"")
+        print("  empty cross-site POST /v1/model/retrain: %d %s" % (
+            st, (doc or {}).get("error", {}).get("code", "")))
+        wl.known_bug(st in (401, 403, 415),
+                     "without admin tokens, an empty cross-site POST "
+                     "/v1/model/retrain (a form a hostile page submits "
+                     "from a browser on the host) passes the Content-Type "
+                     "check (api.c early_checks skips it for an empty "
+                     "body) and reaches the retrainer: %d" % st)
+        wl.expect(d.stop() == 0, "stop rc")
+        d = None
+    finally:
+        if d:
+            d.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    wl.run_cases([test_faults_hostile_auth_ids_and_logs])
+    wl.run_cases([test_faults_hostile_auth_ids_and_logs,
+                  test_faults_hostile_cross_site_posts_without_tokens])
