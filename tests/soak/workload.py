@@ -546,7 +546,8 @@ def known_bug(ok, what):
         return
     if os.environ.get("SGBD_FAULTS_STRICT") == "1":
         raise AssertionError("known bug: " + what)
-    print("  KNOWN BUG (docs/security.md, "Known bugs"): %s" % what, flush=True)
+    print("  KNOWN BUG (docs/security.md, Known bugs): %s" % what,
+          flush=True)
 
 
 def expect(cond, what):
