@@ -22,7 +22,8 @@ Cases, by where the allocation fails:
                   buffer (128 MiB) cannot be mapped (the known bug:
                   OpenBLAS retries for ever, the request or the retrain
                   never ends and SIGTERM cannot drain).
-Known bugs (docs/security.md) print a "KNOWN BUG" line; SGBD_FAULTS_STRICT=1 makes them fail.
+Known bugs (docs/security.md) print a "KNOWN BUG" line;
+SGBD_FAULTS_STRICT=1 makes them fail.
 
 Skips without prlimit (util-linux) or without a retrainer.
 """

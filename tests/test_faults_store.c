@@ -40,7 +40,7 @@
 #define MAP_CAP (1u << 20)          /* 1 MiB: full after a few hundred items */
 #define MAX_PUTS 5000
 #define FULL_RUN 20                 /* refusals in a row that mean full */
-#define IMG 64                      /* channel widths of sgbd_serve_synthetic */
+#define IMG 64                      /* widths of sgbd_serve_synthetic */
 #define TXT 32
 
 static char root[64];
