@@ -223,8 +223,8 @@ def main():
                         if model == "lightgcn":
                             noisy[model][opt][s].append(r)
                             continue
-                        noisy[model][opt][s].append(
-                            evaluate(a.bin, a.data, mf, s, seed, log))
+                        e = evaluate(a.bin, a.data, mf, s, seed, log)
+                        noisy[model][opt][s].append({"test": e["test_noisy"]})
                     print(f"{model} {opt} seed {seed}: test R@20 "
                           f"{r['test']['recall@20']:.4f} "
                           f"({r['epochs']} epochs)", file=sys.stderr)
