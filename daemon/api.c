@@ -379,6 +379,14 @@ void api_fail_rc(struct call *c, int rc)
     case SGBD_E_MAPFULL:
         api_fail(c, 507, "storage_full", "%s", msg);
         break;
+    case -ENOSPC:
+    case -EDQUOT:
+        /* The disk under the store is full: as much a full store as a
+         * map that cannot grow, and as little the client's fault. */
+        SGBD_WARN("storage_full", "route=%s why=\"%s\"",
+                  routes[c->req->route].tmpl, sgbd_strerror(rc));
+        api_fail(c, 507, "storage_full", "%s", msg);
+        break;
     case SGBD_E_BUSY:
         api_fail(c, 409, "busy", "%s", msg);
         break;

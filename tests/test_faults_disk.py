@@ -146,11 +146,9 @@ def test_faults_disk_full_tmpfs():
         wl.expect(all(s >= 500 for s, _ in refused),
                   "a refusal of a full disk was a %s" % refused)
         wl.expect(d.proc.poll() is None, "the daemon died")
-        wl.known_bug(set(refused) == {(507, "storage_full")},
-                     "ENOSPC from the disk is answered %s, not 507 "
-                     "storage_full (store.c mdb_fail passes -ENOSPC, "
-                     "api_fail_rc maps only SGBD_E_MAPFULL)"
-                     % sorted(refused))
+        wl.expect(set(refused) == {(507, "storage_full")},
+                  "ENOSPC from the disk is answered %s, not 507 "
+                  "storage_full" % sorted(refused))
         reads_work(client, cat, ledger, rng)
         st = post_events(client, cat, ledger, rng, 500)
         wl.expect(st == 200 or st >= 500, "events on a full disk: %d" % st)
