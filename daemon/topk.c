@@ -6,7 +6,8 @@
  * quickselect, which raises the threshold. Before a chunk is scanned, a
  * lower bound of the final K-th score taken from group maxima raises the
  * threshold close to its final value, so the scan (one vector compare
- * per 16 scores) appends few more than K keys.
+ * per 16 scores, whole spans of 256 skipped when their group maxima miss
+ * the threshold) appends few more than K keys.
  *
  * The kernels use GCC vector extensions on 16-float vectors, compiled for
  * several x86 levels (target_clones; the default build targets baseline
