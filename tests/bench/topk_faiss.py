@@ -3,7 +3,11 @@
 
     /usr/bin/python3 tests/bench/topk_faiss.py [--items 7050] [--dim 64]
         [--k 20] [--queries 512] [--batch 64] [--rounds 5] [--threads 1]
-        [--bench PATH] [--seed 1]
+        [--build DIR] [--bench PATH] [--seed 1]
+
+--build is the CMake build folder (default build; SGBD_BUILD overrides):
+topk_bench is built there, in bench/, from its libsgbd.a when --bench is
+not given.
 
 Makes random embeddings the way `sgbd serve --synthetic` does (normal,
 scale 1/sqrt(D)) and 5-15 seen items per query (item = floor(I r^2), so
@@ -92,6 +96,23 @@ def compare(ours, theirs, items, queries, seen, k):
     return differ, worst
 
 
+def build_bench(build):
+    """Compile tests/bench/topk_bench.c against build/libsgbd.a."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    out = os.path.join(build, "bench", "topk_bench")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    libs = subprocess.run(["pkg-config", "--libs", "openblas", "liburing"],
+                          check=True, capture_output=True,
+                          text=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE",
+                    "-I" + os.path.join(root, "include"), "-o", out,
+                    os.path.join(here, "topk_bench.c"),
+                    os.path.join(build, "libsgbd.a")] + libs +
+                   ["-lpthread", "-lm"], check=True)
+    return out
+
+
 def stats(values):
     return {"best": min(values), "median": statistics.median(values)}
 
@@ -107,8 +128,13 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--bench", default=os.path.join(here, "topk_bench"))
+    p.add_argument("--build", default=os.environ.get(
+        "SGBD_BUILD", os.path.join(os.path.dirname(os.path.dirname(here)),
+                                   "build")))
+    p.add_argument("--bench")
     a = p.parse_args()
+    if not a.bench:
+        a.bench = build_bench(a.build)
 
     rng = np.random.default_rng(a.seed)
     items, queries, pairs, seen = make_data(rng, a.items, a.dim, a.queries)
