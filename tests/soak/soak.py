@@ -29,6 +29,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -62,6 +63,15 @@ def parse_args(argv):
                    help="allowed RssAnon growth after warm-up (default 32)")
     p.add_argument("--min-interval", type=float, default=5.0,
                    help="retrain.min_interval_s (default 5)")
+    p.add_argument("--new-items", type=int, default=100,
+                   help="new items each worker creates at most, then PUTs "
+                   "update its own items (default 100; -1: no bound)")
+    p.add_argument("--new-users", type=int, default=100,
+                   help="new users each worker creates at most (default "
+                   "100; -1: no bound)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="retrain.tolerance of the gate (default: the "
+                   "configuration's, 0.002)")
     p.add_argument("--allow-no-retrain", action="store_true",
                    help="do not fail when no retrain published")
     p.add_argument("--workdir", help="keep files here (default: a "
@@ -95,6 +105,11 @@ class Sampler(threading.Thread):
                        rejected=r.get("rejected_total"),
                        failed=r.get("failed_total"),
                        pending=m.get("pending_updates"))
+            g = wl.sc.parse_metrics(self.client.metrics())
+            for name in ("sgbd_snapshot_bytes", "sgbd_snapshots_live",
+                         "sgbd_overlay_items", "sgbd_items", "sgbd_users"):
+                if name in g:
+                    row[name[5:]] = g[name][0][1]
         except wl.sc.SGBDError as e:
             row["model_error"] = str(e)
         self.samples.append(row)
@@ -108,11 +123,33 @@ class Sampler(threading.Thread):
 
 # ---- figures ----
 
-def per_minute(rows):
-    """One dict per minute of traffic: requests, errors, latencies."""
+def retrain_events(log):
+    """The daemon's retrain outcomes in order: [{outcome, seconds,
+    version, candidate, current, why}] from its log lines."""
+    out = []
+    for ln in log.splitlines():
+        m = re.search(r"ev=retrain_(published|rejected|failed)\b(.*)", ln)
+        if not m:
+            continue
+        facts = dict(re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", m.group(2)))
+        out.append({"outcome": m.group(1),
+                    "seconds": float(facts.get("seconds", "nan")),
+                    "version": facts.get("version"),
+                    "candidate": facts.get("candidate"),
+                    "current": facts.get("current"),
+                    "why": facts.get("why", "").strip('"')})
+    return out
+
+
+def per_minute(rows, samples):
+    """One dict per minute of traffic: requests, errors, latencies, the
+    model version and pending updates at the minute's last sample."""
     by = collections.defaultdict(list)
     for t, op, secs, status, code in rows:
         by[int(t // 60)].append((secs, status))
+    last = {}
+    for smp in samples:
+        last[int(smp["t"] // 60)] = smp
     out = []
     for m in sorted(by):
         lat = [s for s, _ in by[m]]
@@ -124,6 +161,8 @@ def per_minute(rows):
             "max_ms": round(max(lat) * 1e3, 2),
             "non_2xx": sum(n for s, n in statuses.items()
                            if not 200 <= s < 300),
+            "version": last.get(m, {}).get("version"),
+            "pending": last.get(m, {}).get("pending"),
         })
     return out
 
@@ -185,6 +224,8 @@ def traffic(a, binary, workdir, cat, ledger):
         wl.retrain_sets(min_item_updates=20, min_interactions=100,
                         debounce_s=0.5, min_interval_s=a.min_interval,
                         epochs=2, keep=4)
+    if a.tolerance is not None:
+        args += ["--set", "retrain.tolerance=%g" % a.tolerance]
     d, client = wl.start_daemon(binary, args, workdir, name="soak")
     res = {"daemon_args": args}
     try:
@@ -194,9 +235,12 @@ def traffic(a, binary, workdir, cat, ledger):
         stats, stop = wl.Stats(), threading.Event()
         t0 = time.monotonic()
         per = a.rate / a.workers if a.rate > 0 else 0.0
+        bound = (lambda n: None if n < 0 else n)
         workers = [wl.Worker(k, lambda: wl.client_for(d), cat, ledger,
                              stats, stop, seed=a.seed * 100 + k, rate=per,
-                             t0=t0) for k in range(a.workers)]
+                             t0=t0, max_items=bound(a.new_items),
+                             max_users=bound(a.new_users))
+                   for k in range(a.workers)]
         sampler = Sampler(d.pid, client, a.rss_every, stop, t0)
         sampler.start()
         for w in workers:
@@ -277,12 +321,15 @@ def report(a, res, after, ledger):
         "errors": errors(rows),
         "non_4xx_errors": sum(v for k, v in statuses.items()
                               if not (200 <= k < 300 or 400 <= k < 500)),
-        "per_minute": per_minute(rows),
+        "per_minute": per_minute(rows, res["samples"]),
         "per_op": per_op(rows),
         "rss": rss_growth(res["samples"], warm),
         "rss_samples": [{k: s.get(k) for k in
                          ("t", "VmRSS", "RssAnon", "RssFile", "fds",
-                          "version", "retrains")} for s in res["samples"]],
+                          "version", "retrains", "rejected", "failed",
+                          "pending", "state", "snapshot_bytes",
+                          "snapshots_live", "overlay_items", "items",
+                          "users")} for s in res["samples"]],
         "retrain_attached": res["retrain_attached"],
         "retrains": {"total": r.get("retrains_total"),
                      "rejected": r.get("rejected_total"),
@@ -292,6 +339,7 @@ def report(a, res, after, ledger):
                      "model_swaps": swaps,
                      "start_version": res["start_version"],
                      "end_version": m.get("version")},
+        "retrain_events": retrain_events(res["log"]),
         "acknowledged_writes": ledger.acked_writes,
         "stop_rc": res["stop_rc"],
         "worker_faults": res["worker_faults"],
@@ -333,6 +381,10 @@ def failures(a, rep):
     return f
 
 
+def _int(v):
+    return "-" if v is None else "%d" % v
+
+
 def print_report(rep):
     p = print
     p("\n== soak report ==")
@@ -342,21 +394,32 @@ def print_report(rep):
                      rep["requests_per_s"], rep["acknowledged_writes"]))
     p("statuses: %s" % rep["statuses"])
     p("non-2xx: %s" % (rep["errors"] or "none"))
-    p("\nminute  requests  p50_ms  p99_ms  max_ms  non_2xx")
+    p("\nminute  requests  p50_ms  p99_ms  max_ms  non_2xx  model  pending")
     for m in rep["per_minute"]:
-        p("%6d  %8d  %6.2f  %6.2f  %6.1f  %7d" % (
+        p("%6d  %8d  %6.2f  %6.2f  %6.1f  %7d  %5s  %7s" % (
             m["minute"], m["requests"], m["p50_ms"], m["p99_ms"],
-            m["max_ms"], m["non_2xx"]))
+            m["max_ms"], m["non_2xx"], "v%s" % m["version"],
+            m["pending"]))
     p("\nop            requests  p50_ms  p99_ms")
     for op, v in rep["per_op"].items():
         p("%-12s  %8d  %6.2f  %6.2f" % (op, v["requests"], v["p50_ms"],
                                         v["p99_ms"]))
-    p("\nRSS (t s: VmRSS MB / RssAnon MB / fds / model version)")
-    p("  " + "  ".join("%s: %.1f/%.1f/%s/v%s" % (
-        s["t"], (s["VmRSS"] or 0) / 1024, (s["RssAnon"] or 0) / 1024,
-        s["fds"], s["version"]) for s in rep["rss_samples"]))
+    p("\n     t  VmRSS_MB  RssAnon_MB  snapshots_MB  fds  model   items  "
+      "users  overlay")
+    for s in rep["rss_samples"]:
+        p("%6.0f  %8.1f  %10.1f  %12.1f  %3s  %5s  %6s  %5s  %7s" % (
+            s["t"], (s["VmRSS"] or 0) / 1024, (s["RssAnon"] or 0) / 1024,
+            (s["snapshot_bytes"] or 0) / 2 ** 20, s["fds"],
+            "v%s" % s["version"], _int(s["items"]), _int(s["users"]),
+            _int(s["overlay_items"])))
     p("growth after warm-up: %s" % rep["rss"])
     p("retrains: %s" % rep["retrains"])
+    ev = rep["retrain_events"]
+    if ev:
+        secs = [e["seconds"] for e in ev]
+        p("retrain jobs: %d, seconds p50 %.2f max %.2f; outcomes in order: "
+          "%s" % (len(ev), wl.percentile(secs, 50), max(secs),
+                  " ".join(e["outcome"][0] for e in ev)))
     p("after: %s" % json.dumps(rep["after"], sort_keys=True))
     p("checkpoints kept: %s" % rep["checkpoints_kept"])
     p("\nresult: %s" % ("PASS" if not rep["failures"] else

@@ -293,10 +293,14 @@ class Worker(threading.Thread):
 
     rate: requests per second this worker aims at (0: as fast as it can).
     write_only: no reads (the crash tests want many writes in flight).
+    max_items, max_users: how many new items and users this worker
+    creates at most (None: no bound); past them new-item PUTs become
+    updates and events name known users, so the catalogue stops growing.
     """
 
     def __init__(self, wid, client_fn, cat, ledger, stats, stop, seed,
-                 rate=0.0, write_only=False, t0=None):
+                 rate=0.0, write_only=False, t0=None, max_items=None,
+                 max_users=None):
         super().__init__(daemon=True, name="worker-%d" % wid)
         self.wid = wid
         self.client_fn = client_fn
@@ -309,6 +313,7 @@ class Worker(threading.Thread):
         self.t0 = t0 if t0 is not None else time.monotonic()
         self.own_items = []           # ids created (acknowledged)
         self.own_users = []
+        self.max_items, self.max_users = max_items, max_users
         self.n_items = 0
         ops = [o for o in OPS if not write_only or o[0] in
                ("put_new", "put_update", "delete", "interactions")]
@@ -407,6 +412,8 @@ class Worker(threading.Thread):
         return True
 
     def op_put_new(self, client):
+        if self.max_items is not None and self.n_items >= self.max_items:
+            return self.op_put_update(client)
         iid = "w%d-i%d" % (self.wid, self.n_items)
         self.n_items += 1
         self.put(client, iid)
@@ -414,6 +421,9 @@ class Worker(threading.Thread):
 
     def op_put_update(self, client):
         if not self.own_items:
+            if self.max_items is not None and \
+                    self.n_items >= self.max_items:
+                return self.op_reco(client)
             return self.op_put_new(client)
         self.put(client, self.rng.choice(self.own_items))
 
@@ -437,7 +447,9 @@ class Worker(threading.Thread):
         n = self.rng.randint(1, 10)
         evs = []
         for _ in range(n):
-            if self.rng.random() < 0.05:
+            if self.rng.random() < 0.05 and (
+                    self.max_users is None or
+                    len(self.own_users) < self.max_users):
                 self.own_users.append("w%d-u%d" % (self.wid,
                                                    len(self.own_users)))
                 user = self.own_users[-1]
