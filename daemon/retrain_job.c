@@ -22,6 +22,7 @@
 #include "sgbd/overlay.h"
 #include "sgbd/store.h"
 #include "sgbd/trainer.h"
+#include "sgbd/train_job.h"
 
 #define HP_HOLDOUT "holdout_min"    /* checkpoint hparam of the holdout */
 #define HP_CHANNEL "ch_"            /* hparams ch_<name> = width: the
@@ -29,97 +30,25 @@
 
 /* ---- configuration to engine settings (train_job.c's conventions) ---- */
 
-static void hparams_from_config(struct sgbd_hparams *hp,
-                                const struct sgbd_config *c)
-{
-    sgbd_hparams_defaults(hp);
-    hp->embedding_size = c->embedding_size;
-    hp->n_layers = c->n_layers;
-    hp->reg_weight = c->reg_weight;
-    hp->knn_k = c->knn_k;
-    hp->mm_image_weight = c->mm_image_weight;
-    hp->user_knn_k = c->user_knn_k;
-    hp->dropout = c->dropout;
-    hp->ssl_alpha = c->ssl_alpha;
-    hp->ssl_temp = c->ssl_temp;
-    hp->temp = c->temp;
-    hp->dualgnn_inplace_bug = c->dualgnn_inplace_bug;
-}
-
 /* The checkpoint's hyper-parameters over the defaults; *holdout gets
  * the holdout it was trained with (0 when it does not say). */
 static void hparams_from_info(struct sgbd_hparams *hp, int *holdout,
                               const struct sgbd_checkpoint_info *info)
 {
     sgbd_hparams_defaults(hp);
+    sgbd_train_job_hparams_from_info(hp, info);
     *holdout = 0;
-    for (int i = 0; i < info->n_hparams; i++) {
-        const char *k = info->hparams[i].key;
-        double v = info->hparams[i].value;
-        if (strcmp(k, "embedding_size") == 0) hp->embedding_size = (int)v;
-        else if (strcmp(k, "n_layers") == 0) hp->n_layers = (int)v;
-        else if (strcmp(k, "reg_weight") == 0) hp->reg_weight = v;
-        else if (strcmp(k, "knn_k") == 0) hp->knn_k = (int)v;
-        else if (strcmp(k, "mm_image_weight") == 0) hp->mm_image_weight = v;
-        else if (strcmp(k, "user_knn_k") == 0) hp->user_knn_k = (int)v;
-        else if (strcmp(k, "dropout") == 0) hp->dropout = v;
-        else if (strcmp(k, "ssl_alpha") == 0) hp->ssl_alpha = v;
-        else if (strcmp(k, "ssl_temp") == 0) hp->ssl_temp = v;
-        else if (strcmp(k, "temp") == 0) hp->temp = v;
-        else if (strcmp(k, "dualgnn_inplace_bug") == 0)
-            hp->dualgnn_inplace_bug = (int)v;
-        else if (strcmp(k, HP_HOLDOUT) == 0) *holdout = (int)v;
-    }
-}
-
-static void kv_add(struct sgbd_ckpt_kv *kv, int *n, const char *key,
-                   double value)
-{
-    if (*n == SGBD_CKPT_KV_MAX)
-        return;
-    snprintf(kv[*n].key, sizeof(kv[*n].key), "%s", key);
-    kv[*n].value = value;
-    (*n)++;
+    for (int i = 0; i < info->n_hparams; i++)
+        if (strcmp(info->hparams[i].key, HP_HOLDOUT) == 0)
+            *holdout = (int)info->hparams[i].value;
 }
 
 static void hparams_to_info(struct sgbd_checkpoint_info *info,
                             const struct sgbd_hparams *hp, int holdout)
 {
-    struct sgbd_ckpt_kv *kv = info->hparams;
-    int *n = &info->n_hparams;
-
-    kv_add(kv, n, "embedding_size", hp->embedding_size);
-    kv_add(kv, n, "n_layers", hp->n_layers);
-    kv_add(kv, n, "reg_weight", hp->reg_weight);
-    kv_add(kv, n, "knn_k", hp->knn_k);
-    kv_add(kv, n, "mm_image_weight", hp->mm_image_weight);
-    kv_add(kv, n, "user_knn_k", hp->user_knn_k);
-    kv_add(kv, n, "dropout", hp->dropout);
-    kv_add(kv, n, "ssl_alpha", hp->ssl_alpha);
-    kv_add(kv, n, "ssl_temp", hp->ssl_temp);
-    kv_add(kv, n, "temp", hp->temp);
-    kv_add(kv, n, "dualgnn_inplace_bug", hp->dualgnn_inplace_bug);
-    kv_add(kv, n, HP_HOLDOUT, holdout);
-}
-
-static int step_opts_from_config(struct sgbd_step_opts *s,
-                                 const struct sgbd_config *c)
-{
-    int rc;
-
-    sgbd_step_opts_defaults(s);
-    rc = sgbd_optimizer_parse(c->optimizer, &s->kind);
-    if (rc)
-        return rc;
-    s->adam.lr = c->learning_rate;
-    s->adam.weight_decay = c->weight_decay;
-    s->alpha1 = c->alpha1;
-    s->alpha2 = c->alpha2;
-    s->beta = c->beta;
-    s->rho = c->rho;
-    s->sam_on_normal_steps = c->sam_on_normal_steps;
-    s->adaptive = c->adaptive;
-    return 0;
+    sgbd_train_job_hparams_to_info(info, hp);
+    sgbd_train_job_kv_add(info->hparams, &info->n_hparams, HP_HOLDOUT,
+                          holdout);
 }
 
 /* ---- the serving snapshot of a trained model ---- */
@@ -456,7 +385,7 @@ static int create_model(struct job *j)
     struct sgbd_rng rng;
     int rc;
 
-    hparams_from_config(&j->hp, j->cfg);
+    sgbd_train_job_hparams(&j->hp, j->cfg);
     rc = j->ops->create(&j->model, &in);
     if (rc < 0)
         return rc;
@@ -525,7 +454,7 @@ static int train(struct job *j)
     o.progress = on_epoch;
     o.progress_ctx = j;
     o.cancel = &j->rt->cancel;
-    rc = step_opts_from_config(&o.step, j->cfg);
+    rc = sgbd_train_job_step_opts(&o.step, j->cfg);
     if (rc == 0)
         rc = sgbd_trainer_new(&t, j->model, &j->ds, &o);
     if (rc == 0)
@@ -744,16 +673,19 @@ static void fill_info(const struct job *j, struct sgbd_checkpoint_info *info)
         int k = j->chans.idx[c];
         snprintf(key, sizeof(key), HP_CHANNEL "%.28s",
                  j->data.channel_names[k]);
-        kv_add(info->hparams, &info->n_hparams, key,
-               j->data.channel_widths[k]);
+        sgbd_train_job_kv_add(info->hparams, &info->n_hparams, key,
+                              j->data.channel_widths[k]);
     }
     for (int i = 0; i < meta->n_metrics; i++) {
         snprintf(key, sizeof(key), "valid_%.25s", meta->metrics[i].name);
-        kv_add(info->metrics, &info->n_metrics, key, meta->metrics[i].value);
+        sgbd_train_job_kv_add(info->metrics, &info->n_metrics, key,
+                              meta->metrics[i].value);
     }
-    kv_add(info->metrics, &info->n_metrics, "gate_candidate", j->cand);
+    sgbd_train_job_kv_add(info->metrics, &info->n_metrics, "gate_candidate",
+                          j->cand);
     if (j->has_current && j->n_gate)
-        kv_add(info->metrics, &info->n_metrics, "gate_current", j->cur);
+        sgbd_train_job_kv_add(info->metrics, &info->n_metrics,
+                              "gate_current", j->cur);
 }
 
 static int build_candidate(struct job *j)

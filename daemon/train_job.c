@@ -77,8 +77,8 @@ static int check_valid_metric(struct run *r)
                      "cut-offs (%s)", m, r->job->cfg.topk);
 }
 
-static void hparams_from_config(struct sgbd_hparams *hp,
-                                const struct sgbd_config *c)
+void sgbd_train_job_hparams(struct sgbd_hparams *hp,
+                            const struct sgbd_config *c)
 {
     sgbd_hparams_defaults(hp);
     hp->embedding_size = c->embedding_size;
@@ -168,7 +168,7 @@ static int setup(struct run *r, const char *model)
         rc = load_data(r);
     if (rc)
         return rc;
-    hparams_from_config(&r->hp, &job->cfg);
+    sgbd_train_job_hparams(&r->hp, &job->cfg);
     return 0;
 }
 
@@ -305,8 +305,8 @@ static void on_epoch(void *ctx, const struct sgbd_epoch_info *e)
         r->job->progress(r->job->progress_ctx, e);
 }
 
-static int step_opts_from_config(struct sgbd_step_opts *s,
-                                 const struct sgbd_config *c)
+int sgbd_train_job_step_opts(struct sgbd_step_opts *s,
+                             const struct sgbd_config *c)
 {
     int rc;
 
@@ -364,14 +364,34 @@ static int eval_noisy(struct run *r, struct sgbd_epoch_eval *out)
 
 /* ---- Saved models -------------------------------------------------- */
 
-static void kv_add(struct sgbd_ckpt_kv *kv, int *n, const char *key,
-                   double value)
+void sgbd_train_job_kv_add(struct sgbd_ckpt_kv *kv, int *n, const char *key,
+                           double value)
 {
     if (*n == SGBD_CKPT_KV_MAX)
         return;
     snprintf(kv[*n].key, sizeof(kv[*n].key), "%s", key);
     kv[*n].value = value;
     (*n)++;
+}
+
+void sgbd_train_job_hparams_to_info(struct sgbd_checkpoint_info *info,
+                                    const struct sgbd_hparams *hp)
+{
+    struct sgbd_ckpt_kv *kv = info->hparams;
+    int *n = &info->n_hparams;
+
+    sgbd_train_job_kv_add(kv, n, "embedding_size", hp->embedding_size);
+    sgbd_train_job_kv_add(kv, n, "n_layers", hp->n_layers);
+    sgbd_train_job_kv_add(kv, n, "reg_weight", hp->reg_weight);
+    sgbd_train_job_kv_add(kv, n, "knn_k", hp->knn_k);
+    sgbd_train_job_kv_add(kv, n, "mm_image_weight", hp->mm_image_weight);
+    sgbd_train_job_kv_add(kv, n, "user_knn_k", hp->user_knn_k);
+    sgbd_train_job_kv_add(kv, n, "dropout", hp->dropout);
+    sgbd_train_job_kv_add(kv, n, "ssl_alpha", hp->ssl_alpha);
+    sgbd_train_job_kv_add(kv, n, "ssl_temp", hp->ssl_temp);
+    sgbd_train_job_kv_add(kv, n, "temp", hp->temp);
+    sgbd_train_job_kv_add(kv, n, "dualgnn_inplace_bug",
+                          hp->dualgnn_inplace_bug);
 }
 
 /* The hyper-parameters a model needs to be rebuilt, and its metrics. */
@@ -390,30 +410,19 @@ static void fill_info(const struct run *r, const struct sgbd_train_result *res,
     info->n_users = r->ds.n_users;
     info->n_items = r->ds.n_items;
     info->data_seq = r->last_seq;
-    kv_add(info->hparams, &info->n_hparams, "embedding_size",
-           hp->embedding_size);
-    kv_add(info->hparams, &info->n_hparams, "n_layers", hp->n_layers);
-    kv_add(info->hparams, &info->n_hparams, "reg_weight", hp->reg_weight);
-    kv_add(info->hparams, &info->n_hparams, "knn_k", hp->knn_k);
-    kv_add(info->hparams, &info->n_hparams, "mm_image_weight",
-           hp->mm_image_weight);
-    kv_add(info->hparams, &info->n_hparams, "user_knn_k", hp->user_knn_k);
-    kv_add(info->hparams, &info->n_hparams, "dropout", hp->dropout);
-    kv_add(info->hparams, &info->n_hparams, "ssl_alpha", hp->ssl_alpha);
-    kv_add(info->hparams, &info->n_hparams, "ssl_temp", hp->ssl_temp);
-    kv_add(info->hparams, &info->n_hparams, "temp", hp->temp);
-    kv_add(info->hparams, &info->n_hparams, "dualgnn_inplace_bug",
-           hp->dualgnn_inplace_bug);
+    sgbd_train_job_hparams_to_info(info, hp);
     for (int i = 0; i < ev->n; i++) {
         snprintf(key, sizeof(key), "valid_%s", ev->v[i].name);
-        kv_add(info->metrics, &info->n_metrics, key, ev->v[i].valid);
+        sgbd_train_job_kv_add(info->metrics, &info->n_metrics, key,
+                              ev->v[i].valid);
         snprintf(key, sizeof(key), "test_%s", ev->v[i].name);
-        kv_add(info->metrics, &info->n_metrics, key, ev->v[i].test);
+        sgbd_train_job_kv_add(info->metrics, &info->n_metrics, key,
+                              ev->v[i].test);
     }
 }
 
-static void hparams_from_info(struct sgbd_hparams *hp,
-                              const struct sgbd_checkpoint_info *info)
+void sgbd_train_job_hparams_from_info(struct sgbd_hparams *hp,
+                                      const struct sgbd_checkpoint_info *info)
 {
     for (int i = 0; i < info->n_hparams; i++) {
         const char *k = info->hparams[i].key;
@@ -546,7 +555,7 @@ int sgbd_train_job_run(struct sgbd_train_job *job,
     o.eval_ctx = &r;
     o.progress = on_epoch;
     o.progress_ctx = &r;
-    rc = step_opts_from_config(&o.step, &job->cfg);
+    rc = sgbd_train_job_step_opts(&o.step, &job->cfg);
     if (rc == 0)
         rc = sgbd_trainer_new(&t, r.model, &r.ds, &o);
     if (rc == 0)
@@ -589,7 +598,7 @@ static int load_saved(struct run *r, struct sgbd_checkpoint_info *info)
     if (rc == 0)
         rc = setup(r, info->model);
     if (rc == 0) {
-        hparams_from_info(&r->hp, info);
+        sgbd_train_job_hparams_from_info(&r->hp, info);
         rc = create_model(r);
     }
     if (rc == 0)

@@ -68,6 +68,32 @@ int sgbd_train_job_eval(struct sgbd_train_job *job,
 
 void sgbd_train_report_free(struct sgbd_train_report *rep);
 
+/* ---- Shared with the online retrainer --------------------------------- */
+
+struct sgbd_checkpoint_info;
+struct sgbd_ckpt_kv;
+
+/* The model hyper-parameters of configuration c. */
+void sgbd_train_job_hparams(struct sgbd_hparams *hp,
+                            const struct sgbd_config *c);
+
+/* The step rule of configuration c; SGBD_E_NOTFOUND for an unknown
+ * optimiser name. */
+int sgbd_train_job_step_opts(struct sgbd_step_opts *s,
+                             const struct sgbd_config *c);
+
+/* Append (key, value) to a checkpoint's key/value list of *n entries;
+ * nothing once it holds SGBD_CKPT_KV_MAX. */
+void sgbd_train_job_kv_add(struct sgbd_ckpt_kv *kv, int *n, const char *key,
+                           double value);
+
+/* Write hp into info->hparams (keys "embedding_size", "n_layers", ...),
+ * and read them back over hp (unknown keys are left to the caller). */
+void sgbd_train_job_hparams_to_info(struct sgbd_checkpoint_info *info,
+                                    const struct sgbd_hparams *hp);
+void sgbd_train_job_hparams_from_info(struct sgbd_hparams *hp,
+                                      const struct sgbd_checkpoint_info *info);
+
 /* ---- Loss landscape ---------------------------------------------------- */
 
 #define SGBD_LANDSCAPE_MAX_STEPS 101
