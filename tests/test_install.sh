@@ -60,8 +60,9 @@ expected_files() {
 644 $usr/share/doc/sgbd/examples/sgbd.conf
 644 $usr/share/sgbd/openapi.yaml
 EOF
-    for f in "$src"/docs/*.md "$src"/docs/*.svg "$src"/docs/*.png; do
-        [ -f "$f" ] && echo "644 $usr/share/doc/sgbd/$(basename "$f")"
+    for f in "$src"/docs/*.md "$src"/docs/*.svg "$src"/docs/*.png \
+             "$src"/docs/img/*.svg "$src"/docs/img/*.png; do
+        [ -f "$f" ] && echo "644 $usr/share/doc/sgbd/${f#"$src"/docs/}"
     done
 }
 
