@@ -977,7 +977,11 @@ static int early_checks(struct call *c)
         c->resp->close = 1;
         return 1;
     }
-    if (rt->body && (m == M_POST || m == M_PUT) && req->content_length != 0 &&
+    /* A declared type must be JSON even on an empty body: browsers send
+     * form types cross-site without a preflight, and an empty form POST
+     * must not start a retrain on a daemon without tokens. */
+    if (rt->body && (m == M_POST || m == M_PUT) &&
+        (req->content_length != 0 || req->content_type) &&
         !json_content_type(req->content_type)) {
         api_fail(c, 415, "unsupported_media_type", "the body must be "
                  "application/json");

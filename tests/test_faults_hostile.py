@@ -246,12 +246,10 @@ def test_faults_hostile_cross_site_posts_without_tokens():
                               raw_body=b"")
         print("  empty cross-site POST /v1/model/retrain: %d %s" % (
             st, (doc or {}).get("error", {}).get("code", "")))
-        wl.known_bug(st in (401, 403, 415),
-                     "without admin tokens, an empty cross-site POST "
-                     "/v1/model/retrain (a form a hostile page submits "
-                     "from a browser on the host) passes the Content-Type "
-                     "check (api.c early_checks skips it for an empty "
-                     "body) and reaches the retrainer: %d" % st)
+        wl.expect(st in (401, 403, 415),
+                  "without admin tokens, an empty cross-site POST "
+                  "/v1/model/retrain (a form a hostile page submits from a "
+                  "browser on the host) reached the retrainer: %d" % st)
         wl.expect(d.stop() == 0, "stop rc")
         d = None
     finally:
