@@ -67,7 +67,27 @@ else
     bad "eval_matches_train ($(head -c 300 "$tmp/eval.err"))"
 fi
 
-# 3. Bad input: one clear line naming the file and the problem.
+# 3. From the store: train --db saves a checkpoint, eval --db reads it
+#    back (current, and by version), an unknown version is one clear line.
+if "$bin" import --data "$tmp/cat" --db "$tmp/db" --quiet >/dev/null 2>&1 &&
+   "$bin" train --db "$tmp/db" --model lightgcn --optimizer adam \
+        --epochs 5 --lr 0.01 --json --quiet >"$tmp/dbtrain.json" 2>&1 &&
+   "$bin" eval --db "$tmp/db" --json >"$tmp/dbeval.json" 2>/dev/null &&
+   "$bin" eval --db "$tmp/db" --version 1 --json >"$tmp/dbeval1.json" \
+        2>/dev/null; then
+    python3 - "$tmp/dbtrain.json" "$tmp/dbeval.json" "$tmp/dbeval1.json" <<'PY' && ok store_train_eval_round_trip || bad store_train_eval_round_trip
+import json, sys
+t, e, e1 = (json.load(open(p)) for p in sys.argv[1:4])
+for k, v in t["test"].items():
+    assert abs(e["test"][k] - v) < 1e-6 and abs(e1["test"][k] - v) < 1e-6, k
+PY
+else
+    bad "store_train_eval_round_trip ($(tail -c 300 "$tmp/dbtrain.json"))"
+fi
+expect_error store_unknown_version "checkpoint 9 not found" \
+    "$bin" eval --db "$tmp/db" --version 9
+
+# 4. Bad input: one clear line naming the file and the problem.
 mkdir -p "$tmp/noheader" "$tmp/nonnum" "$tmp/rows" "$tmp/trunc"
 tail -n +2 "$tmp/cat/cat.inter" >"$tmp/noheader/x.inter"
 expect_error inter_without_header "x.inter" \
