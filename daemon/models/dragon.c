@@ -43,9 +43,7 @@ struct dragon {
     struct sgbd_csr knn; /* G (I, I), 5.3 */
     double knn_w[SGBD_MAX_CHANNELS];
     float *fnorm[SGBD_MAX_CHANNELS]; /* (I) feature row norms (cold start) */
-    struct sgbd_graph_cooc cooc;
-    uint32_t *nbr;   /* (U, K) sampled neighbours */
-    float *aw;       /* (U, K) softmax weights */
+    struct sgbd_mmgcn_users ug; /* user graph, K sampled each epoch */
     float *yu, *dyu; /* (U, W) fused users and gradient */
     struct sgbd_mmgcn_batch bb; /* (B, W) final rows and gradients */
 };
@@ -57,8 +55,8 @@ static void dragon_free(struct sgbd_model *base)
     if (!m)
         return;
     sgbd_mmgcn_batch_free(&m->bb);
-    free(m->dyu), free(m->yu), free(m->aw), free(m->nbr);
-    sgbd_graph_cooc_free(&m->cooc);
+    free(m->dyu), free(m->yu);
+    sgbd_mmgcn_users_free(&m->ug);
     for (int c = 0; c < SGBD_MAX_CHANNELS; c++)
         free(m->fnorm[c]);
     sgbd_csr_free(&m->knn);
@@ -90,22 +88,13 @@ static int build_item_graph(struct dragon *m, const struct sgbd_model_input *in)
 static int alloc_user_graph(struct dragon *m, const struct sgbd_dataset *ds)
 {
     size_t U = m->base.n_users;
-    struct sgbd_rng rng;
-    int rc = sgbd_graph_user_cooc(&m->cooc, &ds->train, ds->n_users,
-                                  ds->n_items, DRAGON_COOC_MAX);
+    int rc = sgbd_mmgcn_users_init(&m->ug, ds, DRAGON_K, DRAGON_COOC_MAX);
 
     if (rc < 0)
         return rc;
-    m->nbr = malloc(U * DRAGON_K * sizeof(*m->nbr));
-    m->aw = malloc(U * DRAGON_K * sizeof(*m->aw));
     m->yu = malloc(U * m->W * sizeof(float));
     m->dyu = malloc(U * m->W * sizeof(float));
-    if (!m->nbr || !m->aw || !m->yu || !m->dyu)
-        return -ENOMEM;
-    /* a first sample, so the model works before any pre_epoch */
-    sgbd_rng_init(&rng, 0, SGBD_RNG_GRAPH);
-    sgbd_graph_cooc_sample(&m->cooc, DRAGON_K, &rng, m->nbr, m->aw);
-    return 0;
+    return m->yu && m->dyu ? 0 : -ENOMEM;
 }
 
 static int check_hparams(const struct sgbd_hparams *hp)
@@ -168,7 +157,7 @@ static int dragon_pre_epoch(struct sgbd_model *base, const float *theta,
 {
     struct dragon *m = (struct dragon *)base;
 
-    sgbd_graph_cooc_sample(&m->cooc, DRAGON_K, rng, m->nbr, m->aw);
+    sgbd_mmgcn_users_sample(&m->ug, rng);
     return 0;
 }
 
@@ -272,7 +261,7 @@ static double batch_loss(struct dragon *m, const float *theta, float *grad,
     size_t B = b->n, W = m->W, bytes = B * W * sizeof(float);
     double loss;
 
-    sgbd_mmgcn_user_agg(m->bb.fu, m->yu, b->users, B, W, m->nbr, m->aw, DRAGON_K);
+    sgbd_mmgcn_user_agg(m->bb.fu, m->yu, b->users, B, W, m->ug.nbr, m->ug.aw, DRAGON_K);
     item_rows(m, m->bb.fp, b->pos, B);
     item_rows(m, m->bb.fn, b->neg, B);
     sgbd_layer_bpr_diff_forward(m->bb.x, m->bb.fu, m->bb.fp, m->bb.fn, B, W);
@@ -295,8 +284,8 @@ static int backward(struct dragon *m, const float *theta, float *grad,
     size_t B = b->n, U = m->base.n_users;
 
     memset(m->dyu, 0, U * m->W * sizeof(float));
-    sgbd_mmgcn_user_agg_backward(m->dyu, m->bb.du, b->users, B, m->W, m->nbr,
-                                 m->aw, DRAGON_K);
+    sgbd_mmgcn_user_agg_backward(m->dyu, m->bb.du, b->users, B, m->W, m->ug.nbr,
+                                 m->ug.aw, DRAGON_K);
     users_backward(m, theta, grad);
     items_backward(m, m->bb.dp, b->pos, B);
     items_backward(m, m->bb.dn, b->neg, B);
@@ -355,7 +344,7 @@ static int dragon_embed(struct sgbd_model *base, const float *theta,
     fuse_users(m, theta);
     for (size_t k = 0; k < n; k++)
         ids[k] = (uint32_t)k;
-    sgbd_mmgcn_user_agg(tmp, m->yu, ids, U, m->W, m->nbr, m->aw, DRAGON_K);
+    sgbd_mmgcn_user_agg(tmp, m->yu, ids, U, m->W, m->ug.nbr, m->ug.aw, DRAGON_K);
     for (size_t u = 0; u < U; u++)
         memcpy(sgbd_mat_row(users, u), tmp + u * m->W, m->W * sizeof(float));
     item_rows(m, tmp, ids, I);

@@ -37,9 +37,7 @@ struct dualgnn {
     int C, bug;
     double reg;
     int t_wu, t_wi; /* (U, C), (I, C); -1 with one channel */
-    struct sgbd_graph_cooc cooc;
-    uint32_t *nbr;   /* (U, K) sampled neighbours */
-    float *aw;       /* (U, K) their softmax weights */
+    struct sgbd_mmgcn_users ug; /* user graph, K sampled each epoch */
     float *zu, *dzu; /* (U, D) fused users and gradient */
     struct sgbd_mmgcn_batch bb; /* (B, D) final rows and gradients */
 };
@@ -51,8 +49,8 @@ static void dualgnn_free(struct sgbd_model *base)
     if (!m)
         return;
     sgbd_mmgcn_batch_free(&m->bb);
-    free(m->dzu), free(m->zu), free(m->aw), free(m->nbr);
-    sgbd_graph_cooc_free(&m->cooc);
+    free(m->dzu), free(m->zu);
+    sgbd_mmgcn_users_free(&m->ug);
     sgbd_mmgcn_deinit(&m->g);
     free(m);
 }
@@ -74,22 +72,13 @@ static int declare_fusion(struct dualgnn *m)
 static int alloc_user_graph(struct dualgnn *m, const struct sgbd_dataset *ds)
 {
     size_t U = m->base.n_users;
-    struct sgbd_rng rng;
-    int rc = sgbd_graph_user_cooc(&m->cooc, &ds->train, ds->n_users,
-                                  ds->n_items, DUALGNN_COOC_MAX);
+    int rc = sgbd_mmgcn_users_init(&m->ug, ds, DUALGNN_K, DUALGNN_COOC_MAX);
 
     if (rc < 0)
         return rc;
-    m->nbr = malloc(U * DUALGNN_K * sizeof(*m->nbr));
-    m->aw = malloc(U * DUALGNN_K * sizeof(*m->aw));
     m->zu = malloc(U * m->D * sizeof(float));
     m->dzu = malloc(U * m->D * sizeof(float));
-    if (!m->nbr || !m->aw || !m->zu || !m->dzu)
-        return -ENOMEM;
-    /* a first sample, so the model works before any pre_epoch */
-    sgbd_rng_init(&rng, 0, SGBD_RNG_GRAPH);
-    sgbd_graph_cooc_sample(&m->cooc, DUALGNN_K, &rng, m->nbr, m->aw);
-    return 0;
+    return m->zu && m->dzu ? 0 : -ENOMEM;
 }
 
 static int dualgnn_create(struct sgbd_model **out,
@@ -132,7 +121,7 @@ static int dualgnn_pre_epoch(struct sgbd_model *base, const float *theta,
 {
     struct dualgnn *m = (struct dualgnn *)base;
 
-    sgbd_graph_cooc_sample(&m->cooc, DUALGNN_K, rng, m->nbr, m->aw);
+    sgbd_mmgcn_users_sample(&m->ug, rng);
     return 0;
 }
 
@@ -191,7 +180,7 @@ static double batch_loss(struct dualgnn *m, const float *theta, float *grad,
     size_t B = b->n, bytes = B * m->D * sizeof(float);
     double loss;
 
-    sgbd_mmgcn_user_agg(m->bb.fu, m->zu, b->users, B, m->D, m->nbr, m->aw,
+    sgbd_mmgcn_user_agg(m->bb.fu, m->zu, b->users, B, m->D, m->ug.nbr, m->ug.aw,
                         DUALGNN_K);
     item_rows(m, m->bb.fp, b->pos, B);
     item_rows(m, m->bb.fn, b->neg, B);
@@ -246,7 +235,7 @@ static int backward(struct dualgnn *m, const float *theta, float *grad,
     size_t B = b->n, D = m->D, U = m->base.n_users;
 
     memset(m->dzu, 0, U * D * sizeof(float));
-    sgbd_mmgcn_user_agg_backward(m->dzu, m->bb.du, b->users, B, D, m->nbr, m->aw,
+    sgbd_mmgcn_user_agg_backward(m->dzu, m->bb.du, b->users, B, D, m->ug.nbr, m->ug.aw,
                                  DUALGNN_K);
     users_backward(m, theta, grad);
     for (size_t k = 0; k < B; k++)
@@ -303,7 +292,7 @@ static int dualgnn_embed(struct sgbd_model *base, const float *theta,
     fuse_users(m, theta);
     for (size_t k = 0; k < (U > I ? U : I); k++)
         ids[k] = (uint32_t)k;
-    sgbd_mmgcn_user_agg(tmp, m->zu, ids, U, D, m->nbr, m->aw, DUALGNN_K);
+    sgbd_mmgcn_user_agg(tmp, m->zu, ids, U, D, m->ug.nbr, m->ug.aw, DUALGNN_K);
     for (size_t u = 0; u < U; u++)
         memcpy(sgbd_mat_row(users, u), tmp + u * D, D * sizeof(float));
     item_rows(m, tmp, ids, I);

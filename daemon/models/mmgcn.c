@@ -346,3 +346,36 @@ int sgbd_mmgcn_batch_reserve(struct sgbd_mmgcn_batch *b, size_t B, size_t W,
     sgbd_mmgcn_batch_free(b);
     return sgbd_errf(-ENOMEM, "%s: no memory for a batch of %zu", who, B);
 }
+
+int sgbd_mmgcn_users_init(struct sgbd_mmgcn_users *g,
+                          const struct sgbd_dataset *ds, size_t k,
+                          size_t max_nbr)
+{
+    size_t U = ds->n_users;
+    struct sgbd_rng rng;
+    int rc = sgbd_graph_user_cooc(&g->cooc, &ds->train, ds->n_users,
+                                  ds->n_items, max_nbr);
+
+    if (rc < 0)
+        return rc;
+    g->k = k;
+    g->nbr = malloc(U * k * sizeof(*g->nbr));
+    g->aw = malloc(U * k * sizeof(*g->aw));
+    if (!g->nbr || !g->aw)
+        return -ENOMEM;
+    sgbd_rng_init(&rng, 0, SGBD_RNG_GRAPH);
+    sgbd_mmgcn_users_sample(g, &rng);
+    return 0;
+}
+
+void sgbd_mmgcn_users_sample(struct sgbd_mmgcn_users *g, struct sgbd_rng *rng)
+{
+    sgbd_graph_cooc_sample(&g->cooc, g->k, rng, g->nbr, g->aw);
+}
+
+void sgbd_mmgcn_users_free(struct sgbd_mmgcn_users *g)
+{
+    free(g->aw), free(g->nbr);
+    sgbd_graph_cooc_free(&g->cooc);
+    memset(g, 0, sizeof(*g));
+}

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "sgbd/csr.h"
+#include "sgbd/graph.h"
 #include "sgbd/model.h"
 #include "sgbd/params.h"
 
@@ -107,6 +108,24 @@ double sgbd_mmgcn_fusion_reg(const float *t, float *g, size_t rows, int C,
 void sgbd_mmgcn_user_agg(float *out, const float *x, const uint32_t *rows,
                          size_t n, size_t W, const uint32_t *nbr,
                          const float *a, size_t k);
+
+/* The user co-occurrence graph of 5.4: up to max_nbr neighbours per user
+ * kept once, and k of them sampled with softmax weights every epoch. */
+struct sgbd_mmgcn_users {
+    struct sgbd_graph_cooc cooc;
+    size_t k;
+    uint32_t *nbr;                 /* (U, k) sampled neighbours */
+    float *aw;                     /* (U, k) their softmax weights */
+};
+
+/* Build from the train sets of ds and draw a first sample (seed 0), so a
+ * model works before any pre_epoch. -ENOMEM or graph errors. */
+int sgbd_mmgcn_users_init(struct sgbd_mmgcn_users *g,
+                          const struct sgbd_dataset *ds, size_t k,
+                          size_t max_nbr);
+/* A new sample for the epoch (pre_epoch). */
+void sgbd_mmgcn_users_sample(struct sgbd_mmgcn_users *g, struct sgbd_rng *rng);
+void sgbd_mmgcn_users_free(struct sgbd_mmgcn_users *g);
 
 /* Per-batch buffers of a BPR model over W-wide final vectors, kept
  * between calls and grown on demand. */
