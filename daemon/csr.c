@@ -16,38 +16,7 @@
 
 #include "sgbd/err.h"
 #include "sgbd/parallel.h"
-
-/* Not under TSan: its runtime is not up yet when ifunc resolvers run. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_THREAD__)
-#define KERNEL_CLONES __attribute__((target_clones("default", "avx2", \
-                                                   "avx512f")))
-#else
-#define KERNEL_CLONES
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
-
-/* Vectors never cross a real call: every helper taking one is inlined. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-typedef float vf16 __attribute__((vector_size(64)));
-
-INLINE vf16 load16(const float *p)
-{
-    vf16 v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-/* An lvalue vector to p (a macro: a vector argument trips a GCC note). */
-#define STORE16(p, v) memcpy((p), &(v), sizeof(vf16))
-
-INLINE vf16 splat(float x)
-{
-    vf16 v = {0};
-    return v + x;
-}
+#include "simd.h"
 
 #define TILE 64          /* output floats accumulated in registers */
 #define SLICE 16         /* spmm_t column slice: one cache line */

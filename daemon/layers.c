@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sgbd/mat.h"
+#include "simd.h"
 
 int sgbd_layer_linear_forward(float *y, const float *x, const float *w,
                               const float *b, size_t B, size_t in, size_t out)
@@ -41,23 +42,35 @@ int sgbd_layer_linear_backward(float *dx, float *dw, float *db, const float *dy,
     return rc;
 }
 
-void sgbd_layer_leaky_forward(float *y, const float *x, size_t n)
+/*
+ * The leaky ReLU kernels compute both branches and select, so that the
+ * compiler makes the loop a vector blend: a branch on the sign of a
+ * trained activation mispredicts about every other element.
+ */
+KERNEL_CLONES void sgbd_layer_leaky_forward(float *y, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : SGBD_LEAKY_SLOPE * x[i];
+    for (size_t i = 0; i < n; i++) {
+        float leak = SGBD_LEAKY_SLOPE * x[i];
+        y[i] = x[i] > 0.0f ? x[i] : leak;
+    }
 }
 
-void sgbd_layer_leaky_backward(float *dx, const float *dy, const float *y,
-                               size_t n)
+KERNEL_CLONES void sgbd_layer_leaky_backward(float *dx, const float *dy,
+                                             const float *y, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        dx[i] += y[i] > 0.0f ? dy[i] : SGBD_LEAKY_SLOPE * dy[i];
+    for (size_t i = 0; i < n; i++) {
+        float leak = SGBD_LEAKY_SLOPE * dy[i];
+        dx[i] += y[i] > 0.0f ? dy[i] : leak;
+    }
 }
 
-void sgbd_layer_leaky_backward_inplace(float *d, const float *y, size_t n)
+KERNEL_CLONES void sgbd_layer_leaky_backward_inplace(float *d, const float *y,
+                                                     size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        d[i] = y[i] > 0.0f ? d[i] : SGBD_LEAKY_SLOPE * d[i];
+    for (size_t i = 0; i < n; i++) {
+        float leak = SGBD_LEAKY_SLOPE * d[i];
+        d[i] = y[i] > 0.0f ? d[i] : leak;
+    }
 }
 
 void sgbd_layer_rownorm_forward(float *y, float *norm, const float *x,

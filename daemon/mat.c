@@ -16,6 +16,7 @@
 
 #include "sgbd/err.h"
 #include "sgbd/parallel.h"
+#include "simd.h"
 
 #define MAT_ALIGN 64
 
@@ -196,14 +197,15 @@ int sgbd_mat_gemv_t(float *y, struct sgbd_mat a, const float *x, float alpha,
     return 0;
 }
 
-void sgbd_mat_axpy(size_t n, float a, const float *restrict x,
-                   float *restrict y)
+/* Element-wise loops over whole arenas: compiled per ISA (simd.h). */
+KERNEL_CLONES void sgbd_mat_axpy(size_t n, float a, const float *restrict x,
+                                 float *restrict y)
 {
     for (size_t i = 0; i < n; i++)
         y[i] += a * x[i];
 }
 
-void sgbd_mat_scale(size_t n, float a, float *x)
+KERNEL_CLONES void sgbd_mat_scale(size_t n, float a, float *x)
 {
     for (size_t i = 0; i < n; i++)
         x[i] *= a;

@@ -24,29 +24,9 @@
 #include <string.h>
 
 #include "sgbd/err.h"
+#include "simd.h"
 
-/* Not under TSan: its runtime is not up yet when ifunc resolvers run. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_THREAD__)
-#define KERNEL_CLONES __attribute__((target_clones("default", "avx2", \
-                                                   "avx512f")))
-#else
-#define KERNEL_CLONES
-#endif
-#define INLINE static inline __attribute__((always_inline))
-
-/* Vectors never cross a real call: every helper taking one is inlined. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-typedef float vf16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
-
-INLINE vf16 load16(const float *p)
-{
-    vf16 v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
 
 /* n < 16 floats of p, the other lanes 0. */
 INLINE vf16 load_part(const float *p, size_t n)
@@ -54,12 +34,6 @@ INLINE vf16 load_part(const float *p, size_t n)
     vf16 v = {0};
     memcpy(&v, p, n * sizeof(float));
     return v;
-}
-
-INLINE vf16 splat(float x)
-{
-    vf16 v = {0};
-    return v + x;
 }
 
 /* Bit l set when s[l] >= thr (never for NaN). */

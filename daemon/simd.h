@@ -1,0 +1,48 @@
+/*
+ * simd.h - what the hot kernels share to run at the machine's vector width
+ * (internal to daemon/).
+ *
+ * The default build targets baseline x86-64 so that one binary runs
+ * everywhere. KERNEL_CLONES compiles a function once per ISA level and
+ * picks the best at load time. The kernels only multiply and add lane by
+ * lane in a fixed order (no reassociation, and no contraction into FMA
+ * under -std=c11), so every clone computes bitwise the same result.
+ */
+#ifndef SGBD_SIMD_H
+#define SGBD_SIMD_H
+
+#include <string.h>
+
+/* Not under TSan: its runtime is not up yet when ifunc resolvers run. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
+#define KERNEL_CLONES __attribute__((target_clones("default", "avx2", \
+                                                   "avx512f")))
+#else
+#define KERNEL_CLONES
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Vectors never cross a real call: every helper taking one is inlined. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+typedef float vf16 __attribute__((vector_size(64)));
+
+INLINE vf16 load16(const float *p)
+{
+    vf16 v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* An lvalue vector to p (a macro: a vector argument trips a GCC note). */
+#define STORE16(p, v) memcpy((p), &(v), sizeof(vf16))
+
+INLINE vf16 splat(float x)
+{
+    vf16 v = {0};
+    return v + x;
+}
+
+#endif
