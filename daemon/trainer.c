@@ -169,8 +169,12 @@ int sgbd_trainer_epoch(struct sgbd_trainer *t, float *theta, int epoch,
     }
     sgbd_bpr_epoch_begin(t->sampler);
     for (; !cancelled(t) && sgbd_bpr_next(t->sampler, &b); k++) {
-        double l = sgbd_stepper_step(t->stepper, theta, k, batch_loss_grad,
-                                     &ctx);
+        double l;
+
+        t->m->error = 0;
+        l = sgbd_stepper_step(t->stepper, theta, k, batch_loss_grad, &ctx);
+        if (t->m->error < 0)
+            return t->m->error;
         if (!isfinite(l))
             return sgbd_errf(SGBD_E_DIVERGED, "train: epoch %d batch %zu: "
                              "loss %g", epoch, k, l);

@@ -16,8 +16,8 @@ the limit is lifted the next retrain publishes; SIGTERM exits 0.
 
 Cases, by where the allocation fails:
   margin 4 MiB    the optimiser's moments, before training starts;
-  margin 16 MiB   the model's batch buffers, inside the first batch (the
-                  known bug: reported as a NaN loss, counted as rejected);
+  margin 16 MiB   the model's batch buffers, inside the first batch: the
+                  same outcome, never mistaken for a diverged candidate;
   margin 64 MiB   with batch recommendations running: a second OpenBLAS
                   buffer (128 MiB) cannot be mapped (the known bug:
                   OpenBLAS retries for ever, the request or the retrain
@@ -208,13 +208,10 @@ def test_faults_oom_in_a_batch_is_not_a_divergence():
                   "outcome %s" % r["last_outcome"])
         if r["last_outcome"] != "published":
             wl.expect(m["version"] == v0, "the served version changed")
-            wl.known_bug(r["last_outcome"] == "failed" and says_memory(r),
-                         "an allocation failure inside training is "
-                         "reported as '%s' (%s), counted as rejected, not "
-                         "as a failed retrain that ran out of memory "
-                         "(model.h: loss_grad returns NaN on failure; "
-                         "trainer.c turns it into SGBD_E_DIVERGED)"
-                         % (r["last_outcome"], r["message"]))
+            wl.expect(r["last_outcome"] == "failed" and says_memory(r),
+                      "an allocation failure inside training is reported "
+                      "as '%s' (%s), not as a failed retrain that ran out "
+                      "of memory" % (r["last_outcome"], r["message"]))
         warm_up(client, cat)
         lift_and_retrain(d, client, m["version"])
         client.close()

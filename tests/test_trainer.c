@@ -1,6 +1,8 @@
 /* test_trainer.c - the MMRec epoch loop and early stopping, on a toy
  * matrix-factorisation model that implements model.h. */
 /* ctest: labels=unit timeout=120 */
+#include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -65,6 +67,7 @@ struct mf {
     struct sgbd_model base;
     int pre_epochs;             /* pre_epoch calls */
     int nan_after;              /* loss_grad calls before NaN; 0 never */
+    int fail_rc;                /* the error that NaN reports; 0 none */
     int calls;
 };
 
@@ -84,8 +87,10 @@ static double mf_loss_grad(struct sgbd_model *m, const float *theta,
     float *gu = grad + p->t[0].offset, *gi = grad + p->t[1].offset;
     float x[64], dx[64] = {0};
 
-    if (mf->nan_after && ++mf->calls > mf->nan_after)
+    if (mf->nan_after && ++mf->calls > mf->nan_after) {
+        m->error = mf->fail_rc;
         return NAN;
+    }
     if (b->n > 64)
         return NAN;
     for (size_t k = 0; k < b->n; k++) {
@@ -448,6 +453,28 @@ static void test_trainer_nan_loss_is_diverged(void)
     sgbd_params_free_arena(theta);
 }
 
+/* A step that fails (an allocation, say) is that error, not divergence:
+ * the retrainer counts the two differently. */
+static void test_trainer_failed_step_is_its_error_not_divergence(void)
+{
+    struct toy_data td;
+    struct mf mf;
+    struct sgbd_trainer *t;
+    struct sgbd_train_result res;
+    struct sgbd_train_opts o = toy_opts();
+    float *theta = mf_init(&mf, 1);
+
+    CHECK(theta != NULL);
+    toy_data_init(&td);
+    mf.nan_after = 7; /* fails in epoch 1, after one whole epoch */
+    mf.fail_rc = -ENOMEM;
+    CHECK_INT(sgbd_trainer_new(&t, &mf.base, &td.ds, &o), 0);
+    CHECK_INT(sgbd_trainer_run(t, theta, &res), -ENOMEM);
+    CHECK_INT(res.epochs, 1);
+    sgbd_trainer_free(t);
+    sgbd_params_free_arena(theta);
+}
+
 static void test_trainer_cancel_stops_between_batches(void)
 {
     struct toy_data td;
@@ -585,6 +612,7 @@ int main(void)
     RUN(test_trainer_keeps_best_parameters);
     RUN(test_trainer_is_deterministic);
     RUN(test_trainer_nan_loss_is_diverged);
+    RUN(test_trainer_failed_step_is_its_error_not_divergence);
     RUN(test_trainer_cancel_stops_between_batches);
     RUN(test_trainer_progress_reports_the_epoch);
     RUN(test_trainer_evaluate_error_stops_the_run);

@@ -19,6 +19,14 @@
 #include "sgbd/params.h"
 
 /* Every triple of b inside (U, I); SGBD_E_SHAPE naming the row if not. */
+/* A failed step of loss_grad: keep why (rc < 0) for the caller, see
+ * model.h; the NaN tells the optimiser to stop the step. */
+static inline double mdl_fail(struct sgbd_model *m, int rc)
+{
+    m->error = rc < 0 ? rc : -EINVAL;
+    return NAN;
+}
+
 static inline int mdl_check_batch(const char *model, const struct sgbd_model *m,
                                   const struct sgbd_batch *b)
 {

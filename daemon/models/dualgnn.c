@@ -252,17 +252,18 @@ static double dualgnn_loss_grad(struct sgbd_model *base, const float *theta,
 {
     struct dualgnn *m = (struct dualgnn *)base;
     double loss;
+    int rc;
 
     if (b->n == 0)
         return 0.0;
-    if (mdl_check_batch("dualgnn", base, b) < 0 || reserve_batch(m, b->n) < 0)
-        return NAN;
-    if (sgbd_mmgcn_forward(&m->g, theta) < 0)
-        return NAN;
+    if ((rc = mdl_check_batch("dualgnn", base, b)) < 0 ||
+        (rc = reserve_batch(m, b->n)) < 0 ||
+        (rc = sgbd_mmgcn_forward(&m->g, theta)) < 0)
+        return mdl_fail(base, rc);
     fuse_users(m, theta);
     loss = batch_loss(m, theta, grad, b);
-    if (backward(m, theta, grad, b) < 0)
-        return NAN;
+    if ((rc = backward(m, theta, grad, b)) < 0)
+        return mdl_fail(base, rc);
     return loss;
 }
 

@@ -387,7 +387,7 @@ static double feature_bpr(struct freedom *m, const float *theta, float *grad,
     rc = sgbd_layer_linear_forward(ch->t, ch->fg, tens(m, theta, ch->t_w),
                                    tens(m, theta, ch->t_b), M, dc, D);
     if (rc < 0)
-        return NAN;
+        return mdl_fail(&m->base, rc);
     sgbd_layer_gather_rows(m->vp, ch->t, m->slot_p, B, D);
     sgbd_layer_gather_rows(m->vn, ch->t, m->slot_n, B, D);
     sgbd_layer_bpr_diff_forward(m->x, m->fin, m->vp, m->vn, B, D);
@@ -405,7 +405,7 @@ static double feature_bpr(struct freedom *m, const float *theta, float *grad,
                                     grad + p->t[ch->t_b].offset, ch->dt, ch->fg,
                                     tens(m, theta, ch->t_w), M, dc, D);
     if (rc < 0)
-        return NAN;
+        return mdl_fail(&m->base, rc);
     sgbd_layer_scatter_add_rows(grad + p->t[ch->t_delta].offset, ch->dfg,
                                 m->uniq, M, dc);
     return loss;
@@ -438,25 +438,30 @@ static double freedom_loss_grad(struct sgbd_model *base, const float *theta,
     const struct sgbd_csr *adj = m->use_full ? &m->full : &m->pruned;
     size_t B = b->n, M;
     double loss;
+    int rc;
 
     if (B == 0)
         return 0.0;
-    if (mdl_check_batch("freedom", base, b) < 0 || reserve_batch(m, B) < 0)
-        return NAN;
+    if ((rc = mdl_check_batch("freedom", base, b)) < 0 ||
+        (rc = reserve_batch(m, B)) < 0)
+        return mdl_fail(base, rc);
     for (size_t k = 0; k < B; k++) {
         m->idx[k] = b->users[k];
         m->idx[B + k] = base->n_users + b->pos[k];
         m->idx[2 * B + k] = base->n_users + b->neg[k];
     }
-    if (sgbd_lgn_forward_rows(&m->lgn, adj, node_matrix(m, theta), m->idx,
-                              3 * B, m->fin) < 0)
-        return NAN;
+    rc = sgbd_lgn_forward_rows(&m->lgn, adj, node_matrix(m, theta), m->idx,
+                               3 * B, m->fin);
+    if (rc < 0)
+        return mdl_fail(base, rc);
     loss = main_bpr(m, theta, grad, b);
     mdl_unique_items(b, m->slot_of, m->uniq, &M, m->slot_p, m->slot_n);
     for (int c = 0; c < m->C; c++)
         loss += feature_bpr(m, theta, grad, b, M, &m->ch[c]);
-    if (!isfinite(loss) || backward_nodes(m, adj, grad, 3 * B) < 0)
+    if (!isfinite(loss))
         return NAN;
+    if ((rc = backward_nodes(m, adj, grad, 3 * B)) < 0)
+        return mdl_fail(base, rc);
     return loss;
 }
 

@@ -237,19 +237,22 @@ static double lightgcn_loss_grad(struct sgbd_model *base, const float *theta,
     struct lightgcn *m = (struct lightgcn *)base;
     size_t rows = 3 * b->n;
     double loss;
+    int rc;
 
     if (b->n == 0)
         return 0.0;
-    if (mdl_check_batch("lightgcn", base, b) < 0 || reserve_batch(m, b->n) < 0)
-        return NAN;
+    if ((rc = mdl_check_batch("lightgcn", base, b)) < 0 ||
+        (rc = reserve_batch(m, b->n)) < 0)
+        return mdl_fail(base, rc);
     batch_index(m, b);
     const float *e0 = node_matrix(m, theta);
     sgbd_layer_gather_rows(m->l0, e0, m->idx, rows, m->D);
-    if (sgbd_lgn_forward_rows(&m->lgn, &m->adj, e0, m->idx, rows, m->fin) < 0)
-        return NAN;
+    rc = sgbd_lgn_forward_rows(&m->lgn, &m->adj, e0, m->idx, rows, m->fin);
+    if (rc < 0)
+        return mdl_fail(base, rc);
     loss = batch_loss(m, b->n);
-    if (backward(m, grad, rows) < 0)
-        return NAN;
+    if ((rc = backward(m, grad, rows)) < 0)
+        return mdl_fail(base, rc);
     return loss;
 }
 

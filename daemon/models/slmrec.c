@@ -394,7 +394,7 @@ static double main_loss(struct slmrec *m, const float *theta, float *grad,
                                        tens(m, theta, m->t_phi_w),
                                        tens(m, theta, m->t_phi_b), B, m->F, D);
     if (rc < 0)
-        return NAN;
+        return mdl_fail(&m->base, rc);
     sgbd_layer_rownorm_forward(m->h_u, m->n_u, m->e_u, B, D);
     sgbd_layer_rownorm_forward(m->h_p, m->n_p, m->e_p, B, D);
     memset(m->dh_u, 0, bd), memset(m->dh_p, 0, bd);
@@ -413,7 +413,7 @@ static double main_loss(struct slmrec *m, const float *theta, float *grad,
             m->dcat_p, gtens(m, grad, m->t_phi_w), gtens(m, grad, m->t_phi_b),
             m->de_p, m->cat_p, tens(m, theta, m->t_phi_w), B, m->F, D);
     if (rc < 0)
-        return NAN;
+        return mdl_fail(&m->base, rc);
     split_rows(m, m->dcat_u, 0, B);
     split_rows(m, m->dcat_p, B, B);
     return loss;
@@ -454,7 +454,7 @@ static double fac_forward(struct slmrec *m, const float *theta, size_t B)
             rc = lin(m, theta, l->b, m->z[k + 1] + off, l->t_hw, l->t_hb, B, D,
                      l->w);
         if (rc < 0)
-            return NAN;
+            return mdl_fail(&m->base, rc);
         memset(l->da, 0, B * l->w * sizeof(float));
         memset(l->db, 0, B * l->w * sizeof(float));
         loss += sgbd_layer_infonce_pair(l->da, l->db, l->a, l->b, m->ws, B,
@@ -531,24 +531,28 @@ static double slmrec_loss_grad(struct sgbd_model *base, const float *theta,
     struct slmrec *m = (struct slmrec *)base;
     size_t B = b->n;
     double loss;
+    int rc;
 
     if (B == 0)
         return 0.0;
-    if (mdl_check_batch("slmrec", base, b) < 0 || reserve_batch(m, B) < 0)
-        return NAN;
+    if ((rc = mdl_check_batch("slmrec", base, b)) < 0 ||
+        (rc = reserve_batch(m, B)) < 0)
+        return mdl_fail(base, rc);
     for (size_t k = 0; k < B; k++) {
         m->idx[k] = b->users[k];
         m->idx[B + k] = base->n_users + b->pos[k];
     }
-    if (towers_forward(m, theta, B) < 0)
-        return NAN;
+    if ((rc = towers_forward(m, theta, B)) < 0)
+        return mdl_fail(base, rc);
     for (int t = 0; t <= m->C; t++)
         memset(m->dz[t], 0, 2 * B * m->D * sizeof(float));
     loss = main_loss(m, theta, grad, B);
     loss += fac_forward(m, theta, B);
-    if (!isfinite(loss) || fac_backward(m, theta, grad, B) < 0 ||
-        towers_backward(m, theta, grad, B) < 0)
+    if (!isfinite(loss))
         return NAN;
+    if ((rc = fac_backward(m, theta, grad, B)) < 0 ||
+        (rc = towers_backward(m, theta, grad, B)) < 0)
+        return mdl_fail(base, rc);
     return loss;
 }
 

@@ -268,16 +268,17 @@ static double vbpr_loss_grad(struct sgbd_model *base, const float *theta,
     struct vbpr *m = (struct vbpr *)base;
     size_t M;
     double loss;
+    int rc;
 
     if (b->n == 0)
         return 0.0;
-    if (mdl_check_batch("vbpr", base, b) < 0 || reserve_batch(m, b->n) < 0)
-        return NAN;
-    if (forward_batch(m, theta, b, &M) < 0)
-        return NAN;
+    if ((rc = mdl_check_batch("vbpr", base, b)) < 0 ||
+        (rc = reserve_batch(m, b->n)) < 0 ||
+        (rc = forward_batch(m, theta, b, &M)) < 0)
+        return mdl_fail(base, rc);
     loss = batch_loss(m, b->n);
-    if (backward_batch(m, theta, grad, b, M) < 0)
-        return NAN;
+    if ((rc = backward_batch(m, theta, grad, b, M)) < 0)
+        return mdl_fail(base, rc);
     return loss;
 }
 

@@ -66,7 +66,10 @@ struct sgbd_model_ops {
     /*
      * Loss of batch b at parameters theta; ADDS dL/dtheta into grad (same
      * layout). Deterministic for given (theta, b, epoch state). Returns the
-     * loss, or NaN on failure.
+     * loss, or NaN when it could not be computed: then m->error holds why
+     * (a negative code, detail in sgbd_errf) if a step failed, such as an
+     * allocation, and stays 0 if the loss itself is not finite (diverged).
+     * The caller clears m->error before the call.
      */
     double (*loss_grad)(struct sgbd_model *m, const float *theta,
                         float *grad, const struct sgbd_batch *b);
@@ -90,6 +93,7 @@ struct sgbd_model {
     struct sgbd_params layout;
     uint32_t n_users, n_items;  /* U, I */
     size_t dim;                 /* D_out of embed() */
+    int error;                  /* why loss_grad returned NaN, or 0 */
 };
 
 /* The ops of a model by name ("lightgcn", ...), or NULL when unknown. */
