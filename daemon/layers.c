@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sgbd/mat.h"
+#include "sgbd/parallel.h"
 #include "simd.h"
 
 int sgbd_layer_linear_forward(float *y, const float *x, const float *w,
@@ -43,16 +44,61 @@ int sgbd_layer_linear_backward(float *dx, float *dw, float *db, const float *dy,
 }
 
 /*
+ * Layers over whole item or node matrices (the MLP of every item, the
+ * normalisation of every node) run on the compute pool in pieces of rows;
+ * each output element is written by one piece, so the result does not
+ * depend on the cut. Small inputs stay on the calling thread.
+ */
+#define WIDE_MIN_FLOATS ((size_t)1 << 16)
+#define WIDE_GRAIN_FLOATS ((size_t)1 << 14)
+
+struct wide_args {
+    float *out;
+    float *aux;
+    const float *a;
+    const float *b;
+    const float *c;
+    size_t D;
+};
+
+static void run_wide(size_t rows, size_t D, sgbd_parallel_fn fn,
+                     struct wide_args *args)
+{
+    size_t grain = WIDE_GRAIN_FLOATS / (D ? D : 1);
+
+    args->D = D;
+    if (rows * D < WIDE_MIN_FLOATS)
+        fn(args, 0, rows);
+    else
+        sgbd_parallel_for(rows, grain ? grain : 1, fn, args);
+}
+
+/*
  * The leaky ReLU kernels compute both branches and select, so that the
  * compiler makes the loop a vector blend: a branch on the sign of a
  * trained activation mispredicts about every other element.
  */
-KERNEL_CLONES void sgbd_layer_leaky_forward(float *y, const float *x, size_t n)
+KERNEL_CLONES static void leaky_forward_kernel(float *y, const float *x,
+                                               size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float leak = SGBD_LEAKY_SLOPE * x[i];
         y[i] = x[i] > 0.0f ? x[i] : leak;
     }
+}
+
+static void leaky_forward_range(void *ctx, size_t begin, size_t end)
+{
+    const struct wide_args *p = ctx;
+
+    leaky_forward_kernel(p->out + begin, p->a + begin, end - begin);
+}
+
+void sgbd_layer_leaky_forward(float *y, const float *x, size_t n)
+{
+    struct wide_args args = {.out = y, .a = x};
+
+    run_wide(n, 1, leaky_forward_range, &args);
 }
 
 KERNEL_CLONES void sgbd_layer_leaky_backward(float *dx, const float *dy,
@@ -64,8 +110,9 @@ KERNEL_CLONES void sgbd_layer_leaky_backward(float *dx, const float *dy,
     }
 }
 
-KERNEL_CLONES void sgbd_layer_leaky_backward_inplace(float *d, const float *y,
-                                                     size_t n)
+KERNEL_CLONES static void leaky_backward_inplace_kernel(float *d,
+                                                        const float *y,
+                                                        size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float leak = SGBD_LEAKY_SLOPE * d[i];
@@ -73,10 +120,24 @@ KERNEL_CLONES void sgbd_layer_leaky_backward_inplace(float *d, const float *y,
     }
 }
 
-void sgbd_layer_rownorm_forward(float *y, float *norm, const float *x,
-                                size_t rows, size_t D)
+static void leaky_backward_inplace_range(void *ctx, size_t begin, size_t end)
 {
-    for (size_t r = 0; r < rows; r++) {
+    const struct wide_args *p = ctx;
+
+    leaky_backward_inplace_kernel(p->out + begin, p->a + begin, end - begin);
+}
+
+void sgbd_layer_leaky_backward_inplace(float *d, const float *y, size_t n)
+{
+    struct wide_args args = {.out = d, .a = y};
+
+    run_wide(n, 1, leaky_backward_inplace_range, &args);
+}
+
+static void rownorm_forward_rows(float *y, float *norm, const float *x,
+                                 size_t r0, size_t r1, size_t D)
+{
+    for (size_t r = r0; r < r1; r++) {
         const float *xr = x + r * D;
         float *yr = y + r * D;
         double n = sqrt(sgbd_mat_dot(D, xr, xr));
@@ -88,10 +149,26 @@ void sgbd_layer_rownorm_forward(float *y, float *norm, const float *x,
     }
 }
 
-void sgbd_layer_rownorm_backward(float *dx, const float *dy, const float *y,
-                                 const float *norm, size_t rows, size_t D)
+static void rownorm_forward_range(void *ctx, size_t begin, size_t end)
 {
-    for (size_t r = 0; r < rows; r++) {
+    const struct wide_args *p = ctx;
+
+    rownorm_forward_rows(p->out, p->aux, p->a, begin, end, p->D);
+}
+
+void sgbd_layer_rownorm_forward(float *y, float *norm, const float *x,
+                                size_t rows, size_t D)
+{
+    struct wide_args args = {.out = y, .aux = norm, .a = x};
+
+    run_wide(rows, D, rownorm_forward_range, &args);
+}
+
+static void rownorm_backward_rows(float *dx, const float *dy, const float *y,
+                                  const float *norm, size_t r0, size_t r1,
+                                  size_t D)
+{
+    for (size_t r = r0; r < r1; r++) {
         const float *yr = y + r * D, *dyr = dy + r * D;
         float *dxr = dx + r * D;
 
@@ -104,6 +181,21 @@ void sgbd_layer_rownorm_backward(float *dx, const float *dy, const float *y,
         for (size_t c = 0; c < D; c++)
             dxr[c] += (dyr[c] - yr[c] * proj) * inv;
     }
+}
+
+static void rownorm_backward_range(void *ctx, size_t begin, size_t end)
+{
+    const struct wide_args *p = ctx;
+
+    rownorm_backward_rows(p->out, p->b, p->a, p->c, begin, end, p->D);
+}
+
+void sgbd_layer_rownorm_backward(float *dx, const float *dy, const float *y,
+                                 const float *norm, size_t rows, size_t D)
+{
+    struct wide_args args = {.out = dx, .a = y, .b = dy, .c = norm};
+
+    run_wide(rows, D, rownorm_backward_range, &args);
 }
 
 void sgbd_layer_gather_rows(float *out, const float *x, const uint32_t *idx,

@@ -205,6 +205,33 @@ KERNEL_CLONES void sgbd_mat_axpy(size_t n, float a, const float *restrict x,
         y[i] += a * x[i];
 }
 
+/* Below this many floats the pool costs more than it saves. */
+#define WIDE_MIN_FLOATS ((size_t)1 << 16)
+#define WIDE_GRAIN ((size_t)1 << 14)
+
+struct axpy_args {
+    float a;
+    const float *x;
+    float *y;
+};
+
+static void axpy_range(void *ctx, size_t begin, size_t end)
+{
+    const struct axpy_args *p = ctx;
+
+    sgbd_mat_axpy(end - begin, p->a, p->x + begin, p->y + begin);
+}
+
+void sgbd_mat_axpy_wide(size_t n, float a, const float *x, float *y)
+{
+    struct axpy_args args = {a, x, y};
+
+    if (n < WIDE_MIN_FLOATS)
+        sgbd_mat_axpy(n, a, x, y);
+    else
+        sgbd_parallel_for(n, WIDE_GRAIN, axpy_range, &args);
+}
+
 KERNEL_CLONES void sgbd_mat_scale(size_t n, float a, float *x)
 {
     for (size_t i = 0; i < n; i++)

@@ -425,8 +425,8 @@ static int backward_nodes(struct freedom *m, const struct sgbd_csr *adj,
     rc = sgbd_lgn_backward_rows(&m->lgn, adj, m->dfin, m->idx, rows, gnode);
     if (rc < 0 || m->adjacent)
         return rc;
-    sgbd_mat_axpy(ud, 1.0f, m->e0, gu);
-    sgbd_mat_axpy((size_t)m->base.n_items * m->D, 1.0f, m->e0 + ud,
+    sgbd_mat_axpy_wide(ud, 1.0f, m->e0, gu);
+    sgbd_mat_axpy_wide((size_t)m->base.n_items * m->D, 1.0f, m->e0 + ud,
                   grad + p->t[m->t_item].offset);
     return 0;
 }

@@ -102,7 +102,7 @@ int sgbd_lgn_forward_all(struct sgbd_lgn *p, const struct sgbd_csr *adj,
         int rc = spmm(p, adj, nxt, cur, 0.0f);
         if (rc < 0)
             return rc;
-        sgbd_mat_axpy(nd, 1.0f, nxt, out);
+        sgbd_mat_axpy_wide(nd, 1.0f, nxt, out);
         cur = nxt;
     }
     sgbd_mat_scale(nd, 1.0f / (float)(p->L + 1), out);

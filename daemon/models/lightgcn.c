@@ -226,8 +226,8 @@ static int backward(struct lightgcn *m, float *grad, size_t rows)
     sgbd_layer_scatter_add_rows(gnode, m->dl0, m->idx, rows, m->D);
     if (m->adjacent)
         return 0;
-    sgbd_mat_axpy(ud, 1.0f, m->e0, gu);
-    sgbd_mat_axpy((size_t)m->base.n_items * m->D, 1.0f, m->e0 + ud, gi);
+    sgbd_mat_axpy_wide(ud, 1.0f, m->e0, gu);
+    sgbd_mat_axpy_wide((size_t)m->base.n_items * m->D, 1.0f, m->e0 + ud, gi);
     return 0;
 }
 

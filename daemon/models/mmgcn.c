@@ -159,8 +159,8 @@ int sgbd_mmgcn_forward(struct sgbd_mmgcn *g, const float *theta)
             rc = spmm(g, ch->r, g->ta);
         if (rc < 0)
             return rc;
-        sgbd_mat_axpy(ND, 1.0f, ch->x, ch->r);
-        sgbd_mat_axpy(ND, 1.0f, g->ta, ch->r);
+        sgbd_mat_axpy_wide(ND, 1.0f, ch->x, ch->r);
+        sgbd_mat_axpy_wide(ND, 1.0f, g->ta, ch->r);
     }
     return 0;
 }
@@ -173,11 +173,11 @@ static int propagate_back(struct sgbd_mmgcn *g, const float *dr)
 
     if (rc < 0)
         return rc;
-    sgbd_mat_axpy(ND, 1.0f, dr, g->ta);
+    sgbd_mat_axpy_wide(ND, 1.0f, dr, g->ta);
     rc = spmm(g, g->tb, g->ta);
     if (rc < 0)
         return rc;
-    sgbd_mat_axpy(ND, 1.0f, dr, g->tb);
+    sgbd_mat_axpy_wide(ND, 1.0f, dr, g->tb);
     return 0;
 }
 

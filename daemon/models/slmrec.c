@@ -512,9 +512,9 @@ static int towers_backward(struct slmrec *m, const float *theta, float *grad,
             return rc;
         if (gnode == gu)
             continue;
-        sgbd_mat_axpy(ud, 1.0f, m->gx, gu);
+        sgbd_mat_axpy_wide(ud, 1.0f, m->gx, gu);
         if (t == 0) {
-            sgbd_mat_axpy(I * D, 1.0f, m->gx + ud, gtens(m, grad, m->t_item));
+            sgbd_mat_axpy_wide(I * D, 1.0f, m->gx + ud, gtens(m, grad, m->t_item));
             continue;
         }
         rc = lin_back(m, theta, grad, NULL, m->gx + ud, m->feat[t - 1],

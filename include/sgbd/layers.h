@@ -15,6 +15,8 @@
  *     sgemm-based linear layer returns an int: SGBD_E_SHAPE from mat.h);
  *   - BPR and EmbLoss kernels live in bpr.h, dense vector helpers in mat.h.
  * Kernels are deterministic: the result never depends on the thread count.
+ * The leaky ReLU and row-normalisation kernels run large inputs (64 Ki
+ * floats and more) on the compute pool (parallel.h), small ones inline.
  * Formulas and section numbers refer to reference/algorithms.md.
  */
 #ifndef SGBD_LAYERS_H

@@ -95,6 +95,13 @@ void sgbd_mat_axpy(size_t n, float a, const float *x, float *y);
 /* x (n) *= a. */
 void sgbd_mat_scale(size_t n, float a, float *x);
 
+/*
+ * sgbd_mat_axpy for whole arenas in training: long vectors are cut into
+ * pieces that run on the compute pool (parallel.h); the result is the
+ * same as the serial loop's, bit for bit.
+ */
+void sgbd_mat_axpy_wide(size_t n, float a, const float *x, float *y);
+
 /* sum x[i] y[i] accumulated in double, in a fixed order. */
 double sgbd_mat_dot(size_t n, const float *x, const float *y);
 
