@@ -19,6 +19,7 @@
 #include "sgbd/err.h"
 #include "sgbd/http.h"
 #include "sgbd/log.h"
+#include "sgbd/mat.h"
 #include "sgbd/notify.h"
 #include "sgbd/retrain.h"
 #include "sgbd/store.h"
@@ -31,7 +32,10 @@
  */
 static const sgbd_retrain_attach_fn retrain_attach = sgbd_retrain_attach;
 
-#define CONNECTION_MEMORY (64 * 1024)
+/* MHD's pool per connection: request line, headers and its read buffer
+ * (bodies go to buffers of our own). MHD zeroes it for every request, so
+ * it stays at MHD's own default. */
+#define CONNECTION_MEMORY (32 * 1024)
 #define PROBE_TIMEOUT_MS 2000
 #define CATALOGUE_BATCH 10000
 
@@ -416,6 +420,9 @@ int sgbd_serve_run(const struct sgbd_serve_opts *o)
     rc = phase_config(&d);
     if (rc == 0)
         rc = phase_signals(&d);
+    if (rc == 0)   /* BLAS callers: the HTTP threads and the retrainer */
+        rc = sgbd_mat_reserve_blas(d.cfg.retrain_threads,
+                                   d.cfg.http_threads + 1);
     if (rc == 0)
         rc = phase_store(&d);
     if (rc == 0)
