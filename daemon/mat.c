@@ -10,11 +10,16 @@
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "sgbd/err.h"
+#include "sgbd/log.h"
 #include "sgbd/parallel.h"
 #include "simd.h"
 
@@ -272,4 +277,195 @@ void sgbd_mat_normalize_rows(struct sgbd_mat a, double eps)
         for (size_t c = 0; c < a.cols; c++)
             row[c] /= den;
     }
+}
+
+/* ---- OpenBLAS's work buffers (issue #8) ---- */
+
+/*
+ * OpenBLAS 0.3.x built without USE_TLS (Debian's is) keeps one table of
+ * work buffers for the whole process (driver/others/memory.c). A level-3
+ * call, and a level-2 call past a small size, takes the first free slot
+ * and maps that slot's buffer if it has none; each OpenBLAS worker holds
+ * a slot from the moment it first runs until the process ends; a mapped
+ * buffer is never unmapped. When the mapping fails (RLIMIT_AS, strict
+ * overcommit) blas_memory_alloc retries it for ever, so the caller never
+ * returns. The two entry points and the worker count are exported but not
+ * declared in cblas.h; weak, so that another BLAS still links.
+ */
+extern void *blas_memory_alloc(int procpos) __attribute__((weak));
+extern void blas_memory_free(void *buffer) __attribute__((weak));
+extern int blas_num_threads __attribute__((weak));  /* workers + caller */
+
+#define BLAS_BUFFER ((size_t)128 << 20)     /* BUFFER_SIZE, x86-64: 32 << 22 */
+#define BLAS_PROBE (BLAS_BUFFER + ((size_t)1 << 20))
+#define BLAS_MIN_SLOTS 50                   /* NUM_BUFFERS is never below */
+#define SETTLE_CHUNK 32768                  /* floats per thread */
+#define SETTLE_MIN 262144                   /* above axpy's threading floor */
+
+/* Whether len bytes of private writable memory can be mapped now: what an
+ * address-space or commit limit refuses. Nothing is touched. */
+static int can_map(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return 0;
+    munmap(p, len);
+    return 1;
+}
+
+static int no_room(const char *what, size_t need)
+{
+    return sgbd_errf(-ENOMEM, "OpenBLAS work buffers: cannot map %s "
+                     "(%zu MiB): the address-space or commit limit is too "
+                     "low; raise it (LimitAS=) or cap memory with "
+                     "MemoryMax= instead", what, need >> 20);
+}
+
+/* Slots in OpenBLAS's table: NUM_BUFFERS = max(50, 2 MAX_THREADS). */
+static int blas_slots(void)
+{
+    const char *cfg = openblas_get_config();
+    const char *m = cfg ? strstr(cfg, "MAX_THREADS=") : NULL;
+    long n = m ? strtol(m + strlen("MAX_THREADS="), NULL, 10) : 0;
+
+    return n > BLAS_MIN_SLOTS / 2 && n < 4096 ? (int)(2 * n)
+                                                : BLAS_MIN_SLOTS;
+}
+
+/* Address space of the process in bytes (/proc/self/statm), 0 unknown. */
+static size_t mapped_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+
+    if (!f)
+        return 0;
+    if (fscanf(f, "%lu", &pages) != 1)
+        pages = 0;
+    fclose(f);
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static size_t default_stack(void)
+{
+    pthread_attr_t a;
+    size_t s = (size_t)8 << 20;
+
+    if (pthread_attr_init(&a) == 0) {
+        pthread_attr_getstacksize(&a, &s);
+        pthread_attr_destroy(&a);
+    }
+    return s;
+}
+
+/*
+ * Create now the workers a later call with `threads` threads would start,
+ * leaving OpenBLAS's thread setting as it was: OpenBLAS does not check
+ * that a worker it starts got its stack and buffer, and waits for it.
+ */
+static int start_workers(int threads)
+{
+    int prev = openblas_get_num_threads();
+    size_t each = BLAS_PROBE + default_stack();
+
+    if (threads <= blas_num_threads)
+        return 0;
+    if (!can_map((size_t)(threads - blas_num_threads) * each))
+        return no_room("new worker threads",
+                       (size_t)(threads - blas_num_threads) * each);
+    openblas_set_num_threads(threads);
+    openblas_set_num_threads(prev);
+    return 0;
+}
+
+/*
+ * Return once every OpenBLAS worker holds its buffer: a worker maps it
+ * when it first runs, which can be after its creation. A threaded saxpy
+ * with one chunk per thread does it: exec_blas hands the chunks to idle
+ * workers in turn, a worker stays busy until its chunk is done (far
+ * longer than handing out the rest takes), and the call waits for all.
+ * A worker that cannot map its buffer would never finish, so room for
+ * all of them is checked first (counting again those mapped already).
+ */
+static int settle_workers(void)
+{
+    int n = blas_num_threads, prev = openblas_get_num_threads();
+    size_t len = (size_t)n * SETTLE_CHUNK;
+    size_t bytes;
+    float *x;
+
+    if (n <= 1)
+        return 0;
+    if (!can_map((size_t)(n - 1) * BLAS_PROBE))
+        return no_room("a buffer for each worker thread",
+                       (size_t)(n - 1) * BLAS_PROBE);
+    len = len > SETTLE_MIN ? len : SETTLE_MIN;
+    bytes = 2 * len * sizeof(float);
+    x = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (x == MAP_FAILED)
+        return no_room("the start-up check of the workers", bytes);
+    openblas_set_num_threads(n);
+    cblas_saxpy((int)len, 1.0f, x, 1, x + len, 1);
+    openblas_set_num_threads(prev);
+    munmap(x, bytes);
+    return 0;
+}
+
+/* Take n buffers at once, then give them back: n mapped slots stay free. */
+static int hold_buffers(int n)
+{
+    void **held = calloc((size_t)n, sizeof(*held));
+    int rc = held ? 0 : -ENOMEM;
+    int k = 0;
+
+    while (rc == 0 && k < n) {
+        if (!can_map(BLAS_PROBE))
+            rc = no_room("a 128 MiB buffer", BLAS_PROBE);
+        else if (!(held[k] = blas_memory_alloc(0)))
+            rc = sgbd_errf(SGBD_E_LIMIT, "OpenBLAS work buffers: its "
+                           "table is full after %d", k);
+        else
+            k++;
+    }
+    while (k-- > 0)
+        blas_memory_free(held[k]);
+    free(held);
+    return rc;
+}
+
+int sgbd_mat_reserve_blas(int threads, int callers)
+{
+    size_t before = mapped_bytes();
+    int rc = 0, workers;
+
+    if (threads < 0 || callers < 1)
+        return sgbd_errf(SGBD_E_USAGE, "reserve_blas: threads %d, callers "
+                         "%d", threads, callers);
+    if (!blas_memory_alloc || !blas_memory_free || !&blas_num_threads) {
+        SGBD_LOG(SGBD_LOG_NOTICE, "blas_reserve_skipped",
+                 "reason=no_openblas_buffer_table");
+        return 0;
+    }
+    if (threads == 0)
+        threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    rc = start_workers(threads);
+    if (rc == 0)
+        rc = settle_workers();
+    workers = blas_num_threads - 1;
+    if (rc == 0 && workers + callers > blas_slots())
+        rc = sgbd_errf(SGBD_E_LIMIT, "OpenBLAS work buffers: %d workers and "
+                       "%d callers need more than its %d slots; lower "
+                       "[server] http_threads", workers, callers,
+                       blas_slots());
+    if (rc == 0)
+        rc = hold_buffers(callers);
+    if (rc == 0)
+        SGBD_INFO("blas_reserved", "callers=%d workers=%d buffer_mib=%zu "
+                  "address_space_mib=%+lld", callers, workers,
+                  BLAS_BUFFER >> 20,
+                  ((long long)mapped_bytes() - (long long)before) >> 20);
+    return rc;
 }

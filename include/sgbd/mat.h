@@ -64,6 +64,29 @@ void sgbd_mat_release(struct sgbd_mat *m);
  */
 int sgbd_mat_set_threads(int n);
 
+/*
+ * Map, before serving, every OpenBLAS work buffer the process will need,
+ * so that no BLAS call maps one later (issue #8). OpenBLAS maps a 128 MiB
+ * buffer the first time more callers are inside it at once than ever
+ * before, and each of its worker threads holds one; when that mapping is
+ * refused (an address-space limit, strict overcommit) it retries for
+ * ever and the call never returns. This starts the workers that
+ * `threads` (0: online CPUs; the most any later sgbd_mat_set_threads()
+ * will ask for) needs, waits until each holds its buffer, then maps
+ * buffers for `callers` threads calling BLAS at the same time, and leaves
+ * them free for them. OpenBLAS's own thread setting is left as it was.
+ *
+ * Call it once, at start-up, while no other thread calls BLAS. Cost: 128
+ * MiB of address space (and of commit charge) per buffer not mapped yet,
+ * no resident memory. Returns 0 (also when the BLAS library has no such
+ * table: nothing is done); -ENOMEM when a buffer cannot be mapped, with
+ * a detail naming the limit (checked before each mapping, so this fails
+ * instead of hanging); SGBD_E_LIMIT when workers and callers need more
+ * slots than OpenBLAS's table has; SGBD_E_USAGE for threads < 0 or
+ * callers < 1.
+ */
+int sgbd_mat_reserve_blas(int threads, int callers);
+
 /* C (M, N) = alpha A (M, K) B (K, N) + beta C. */
 int sgbd_mat_gemm_nn(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
                      float alpha, float beta);
