@@ -99,6 +99,19 @@ static int alloc_callers(struct caller *c, struct sgbd_mat *a,
     return 0;
 }
 
+static void free_callers(struct caller *c, struct sgbd_mat *a,
+                         struct sgbd_mat *b, struct sgbd_mat *w)
+{
+    for (int k = 0; k < CALLERS; k++) {
+        sgbd_mat_release(&c[k].c);
+        free(c[k].x);
+        free(c[k].y);
+    }
+    sgbd_mat_release(a);
+    sgbd_mat_release(b);
+    sgbd_mat_release(w);
+}
+
 /*
  * CALLERS threads call BLAS together, after an optional reservation and
  * under an optional address-space limit of what is mapped + 64 MiB.
@@ -107,8 +120,8 @@ static int alloc_callers(struct caller *c, struct sgbd_mat *a,
  */
 static int child_calls(int reserve, int limit)
 {
-    struct caller c[CALLERS];
-    struct sgbd_mat a, b, w;
+    struct caller c[CALLERS] = {{0}};
+    struct sgbd_mat a = {0}, b = {0}, w = {0};
     pthread_t t[CALLERS];
     pthread_barrier_t start, go;
     size_t v0, v1;
@@ -120,8 +133,10 @@ static int child_calls(int reserve, int limit)
         fprintf(stderr, "  reserve: %s\n", sgbd_err_detail(rc));
         return CHILD_FAIL;
     }
-    if (alloc_callers(c, &a, &b, &w) != 0)
+    if (alloc_callers(c, &a, &b, &w) != 0) {
+        free_callers(c, &a, &b, &w);
         return CHILD_FAIL;
+    }
     pthread_barrier_init(&start, NULL, CALLERS + 1);
     pthread_barrier_init(&go, NULL, CALLERS);
     for (int k = 0; k < CALLERS; k++) {
@@ -145,6 +160,9 @@ static int child_calls(int reserve, int limit)
     v1 = vm_bytes();
     for (int k = 0; k < CALLERS; k++)
         rc = rc ? rc : c[k].rc;
+    free_callers(c, &a, &b, &w);
+    pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&go);
     fprintf(stderr, "  %d callers x %d rounds: rc %d, address space %+lld "
             "MiB\n", CALLERS, ROUNDS, rc,
             ((long long)v1 - (long long)v0) / (long long)MIB);
