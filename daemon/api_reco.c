@@ -349,8 +349,12 @@ static int recommend_one(const struct sgbd_view *v, const char *uid,
         out->n = popular(v, k, &ex, l, out->idx, out->score);
         return 0;
     }
-    n = sgbd_topk_user(s->users + (size_t)u * s->dim, items, k, bits,
-                       out->idx, out->score);
+    n = s->items_screen.v
+            ? sgbd_topk_user_screened(s->users + (size_t)u * s->dim, items,
+                                      &s->items_screen, k, bits, out->idx,
+                                      out->score)
+            : sgbd_topk_user(s->users + (size_t)u * s->dim, items, k, bits,
+                             out->idx, out->score);
     if (n >= 0)
         n = merge_overlay(v, s->users + (size_t)u * s->dim, k, &ex, l, 0,
                           UINT32_MAX, out->idx, out->score, (size_t)n);

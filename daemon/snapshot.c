@@ -463,6 +463,10 @@ int sgbd_snapshot_finish(struct sgbd_snapshot *s)
         rc = build_popularity(s);
     if (rc == 0)
         rc = build_unit_rows(s);
+    if (rc == 0 && sgbd_topk_screen_supported(s->dim))
+        rc = sgbd_topk_screen_init(&s->items_screen,
+                                   sgbd_mat_view(s->items, s->n_items,
+                                                 s->dim));
     if (rc != 0)
         return rc;
     s->frozen = 1;
@@ -482,6 +486,7 @@ void sgbd_snapshot_free(struct sgbd_snapshot *s)
     big_free(s->items, mat_bytes(s->n_items, s->dim));
     big_free(s->items_unit, s->items_unit ? mat_bytes(s->n_items, s->dim)
                                           : 0);
+    sgbd_topk_screen_deinit(&s->items_screen);
     free(s->seen_ptr);
     free(s->seen_items);
     free(s->hidden);
@@ -533,6 +538,7 @@ size_t sgbd_snapshot_bytes(const struct sgbd_snapshot *s)
     b += s->seen_ptr[s->n_users] * sizeof(uint32_t);
     b += ((size_t)s->n_items + 63) / 64 * 8 + (size_t)s->n_items * 8;
     b += idmap_bytes(s->user_map) + idmap_bytes(s->item_map);
+    b += sgbd_topk_screen_bytes(&s->items_screen);
     if (s->model)
         b += s->model->layout.n * sizeof(float);
     return b;

@@ -612,6 +612,52 @@ static void dot_rows(const float *restrict u, const float *restrict v,
     memcpy(out + i0, &sums, (n - i0) * sizeof(float));
 }
 
+/* out[j] = <u, v_rows[j]> for n <= 16 listed rows, the same sums as
+ * dot_rows() gives each of them. */
+KERNEL_CLONES
+static void dot_listed(const float *restrict u, const float *restrict v,
+                       size_t vs, const size_t *rows, size_t n, size_t d,
+                       float *restrict out)
+{
+    size_t row[LANES];
+    vf16 sums;
+
+    for (size_t l = 0; l < LANES; l++)
+        row[l] = rows[l < n ? l : n - 1];
+    sums = group16(u, v, vs, d, row);
+    memcpy(out, &sums, n * sizeof(float));
+}
+
+/* gmax[g] = the largest of sc[16 g .. 16 g + 16), NaN skipped; -Inf when
+ * all 16 are NaN. */
+KERNEL_CLONES
+static void group_max(const float *restrict sc, size_t groups,
+                      float *restrict gmax)
+{
+    for (size_t g = 0; g < groups; g++) {
+        float m = -INFINITY;
+        for (size_t l = 0; l < LANES; l++)
+            m = sc[g * LANES + l] > m ? sc[g * LANES + l] : m;
+        gmax[g] = m;
+    }
+}
+
+/* Up to cap indices i >= *from with sc[i] >= thr (sc padded to 16 lanes
+ * past rows), into list; *from moves past the last one scanned. */
+KERNEL_CLONES
+static size_t collect_reaching(const float *restrict sc, size_t rows,
+                               float thr, size_t *from, size_t *list,
+                               size_t cap)
+{
+    size_t n = 0, i0 = *from;
+
+    for (; i0 < rows && n + LANES <= cap; i0 += LANES)
+        for (unsigned m = hits16(sc + i0, thr); m; m &= m - 1)
+            list[n++] = i0 + (size_t)__builtin_ctz(m);
+    *from = i0;
+    return n;
+}
+
 /* s[i - base] = NaN for every set bit i of bits in [base, base + n). */
 static void mask_nan(float *s, size_t n, size_t base, const uint64_t *bits)
 {
@@ -651,6 +697,306 @@ int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
     }
     rc = (int)sgbd_topk_finish(&t, out_idx, out_score);
     sgbd_topk_deinit(&t);
+    return rc;
+}
+
+/* ---- screened scoring ------------------------------------------------- */
+
+#define SCREEN_MIN_ITEMS 2048      /* below, the plain scan is as fast */
+#define SCREEN_STACK_ITEMS 16384   /* score buffer on the stack up to this */
+#define SCREEN_MAX_DIM 1024        /* widths the kernel keeps u for */
+#define SCREEN_MAX_SCORE 0x1p120   /* |u| |v| below: no sum can overflow */
+#define BF16_REL_ERR 0x1p-8        /* rounding to nearest: half an ulp */
+#define BF16_CUT_ERR 0x1p-7        /* truncation, where rounding overflows */
+
+/*
+ * The screening kernel multiplies bfloat16 pairs in hardware (AVX512-BF16
+ * VDPBF16PS: products exact in float, sums rounded, denormal inputs and
+ * outputs flushed to zero), 32 values an instruction. Where the CPU lacks
+ * it, or D is not a multiple of 32, the screened call is the plain scan.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define HAVE_SCREEN_KERNEL 1
+
+static int screen_hw(size_t d)
+{
+    return d % 32 == 0 && d <= SCREEN_MAX_DIM &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+
+/*
+ * out[16 b + l] = screened <u, v_{16 b + l}> for the blocks b0 .. b0 + nb
+ * of the screen (layout in screen_index()): lane l of one VDPBF16PS adds
+ * the next pair of item l's values times the same pair of u, so a block's
+ * 16 scores build up in one register with no horizontal sums; eight
+ * blocks go at once to keep the multipliers busy.
+ */
+BF16_TARGET static void screen_rows(const float *u, const uint16_t *v,
+                                    size_t b0, size_t nb, size_t d,
+                                    float *out)
+{
+    uint32_t up[SCREEN_MAX_DIM / 2];    /* (d / 2) bfloat16 pairs of u */
+    size_t pairs = d / 2, per = pairs * 32;
+
+    for (size_t c = 0; c < d; c += 32) {
+        __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(u + c + 16),
+                                         _mm512_loadu_ps(u + c));
+        _mm512_storeu_si512((void *)(up + c / 2), (__m512i)h);
+    }
+    for (size_t g = 0; g < nb; g += 8) {
+        size_t m = nb - g < 8 ? nb - g : 8;
+        const uint16_t *blk = v + (b0 + g) * per;
+        __m512 acc[8];
+
+        for (size_t b = 0; b < 8; b++)
+            acc[b] = _mm512_setzero_ps();
+        for (size_t j = 0; j < pairs; j++) {
+            __m512bh uj = (__m512bh)_mm512_set1_epi32((int)up[j]);
+            if (m == 8) {
+#pragma GCC unroll 8
+                for (size_t b = 0; b < 8; b++)
+                    acc[b] = _mm512_dpbf16_ps(acc[b], uj, (__m512bh)
+                        _mm512_loadu_si512((const void *)(blk + b * per +
+                                                          j * 32)));
+            } else {
+                for (size_t b = 0; b < m; b++)
+                    acc[b] = _mm512_dpbf16_ps(acc[b], uj, (__m512bh)
+                        _mm512_loadu_si512((const void *)(blk + b * per +
+                                                          j * 32)));
+            }
+        }
+        for (size_t b = 0; b < m; b++)
+            _mm512_storeu_ps(out + (g + b) * LANES, acc[b]);
+    }
+}
+#else
+static int screen_hw(size_t d)
+{
+    return 0;
+}
+
+static void screen_rows(const float *u, const uint16_t *v, size_t b0,
+                        size_t nb, size_t d, float *out)
+{
+}
+#endif
+
+int sgbd_topk_screen_supported(size_t dim)
+{
+    return screen_hw(dim);
+}
+
+/* x rounded to bfloat16; *cut set when rounding would overflow to Inf and
+ * the value was truncated instead. */
+static uint16_t to_bf16(float x, int *cut)
+{
+    uint32_t b, r;
+
+    memcpy(&b, &x, sizeof(b));
+    r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    if ((r & 0x7f80u) == 0x7f80u) {
+        *cut = 1;
+        return (uint16_t)(b >> 16);
+    }
+    return (uint16_t)r;
+}
+
+/*
+ * Where value c of item i goes: blocks of 16 items, in each block the
+ * pairs of values (c / 2) one after another, in each pair the 16 items,
+ * each item's two values side by side. A short last block is zero.
+ */
+static size_t screen_index(size_t i, size_t c, size_t d)
+{
+    return ((i / LANES * (d / 2) + c / 2) * LANES + i % LANES) * 2 + c % 2;
+}
+
+int sgbd_topk_screen_init(struct sgbd_topk_screen *s, struct sgbd_mat items)
+{
+    size_t n = (items.rows + LANES - 1) / LANES * LANES * items.cols;
+    int cut = 0;
+
+    memset(s, 0, sizeof(*s));
+    if (items.cols % 2)
+        return sgbd_errf(SGBD_E_SHAPE, "topk screen: odd width %zu",
+                         items.cols);
+    s->v = calloc(n ? n : 1, sizeof(uint16_t));
+    if (!s->v)
+        return -ENOMEM;
+    for (size_t i = 0; i < items.rows; i++) {
+        const float *row = sgbd_mat_row(items, i);
+        double sq = 0;
+
+        for (size_t c = 0; c < items.cols; c++) {
+            if (!isfinite(row[c])) {
+                sgbd_topk_screen_deinit(s);
+                return sgbd_errf(SGBD_E_SHAPE, "topk screen: item %zu has a "
+                                 "NaN or Inf at %zu", i, c);
+            }
+            sq += (double)row[c] * row[c];
+            s->v[screen_index(i, c, items.cols)] = to_bf16(row[c], &cut);
+        }
+        if (sqrt(sq) > s->max_norm)
+            s->max_norm = sqrt(sq);
+    }
+    s->rows = items.rows;
+    s->cols = items.cols;
+    s->max_norm *= 1.0 + 0x1p-40;  /* above its own rounding */
+    s->rel_err = cut ? BF16_CUT_ERR : BF16_REL_ERR;
+    return 0;
+}
+
+void sgbd_topk_screen_deinit(struct sgbd_topk_screen *s)
+{
+    if (!s)
+        return;
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s)
+{
+    return s->v ? (s->rows + LANES - 1) / LANES * LANES * s->cols *
+                      sizeof(uint16_t)
+                : 0;
+}
+
+/*
+ * E with |fl<u, v> - screened<u, v>| <= E for every item, from
+ * sum_d |u_d v_d| <= ||u|| ||v|| (Cauchy-Schwarz):
+ *   - rounding u and v to bfloat16: (rel_u + rel_v + rel_u rel_v) of it;
+ *   - the float sums of each side: gamma_n of it, n = 2D roundings at
+ *     most, for the exact side and the screened side;
+ *   - values flushed to zero (below 2^-126) on the screened side, an
+ *     absolute (sqrt(D) (||u|| + ||v||) + 2D) 2^-125 at most.
+ * Inf or NaN when u is not finite; *big set when a sum could overflow.
+ */
+static double screen_error(const float *u, const struct sgbd_topk_screen *s,
+                           int *big)
+{
+    double un = sqrt(sgbd_mat_dot(s->cols, u, u)), D = (double)s->cols;
+    double gamma = 2.0 * D * 0x1p-24 / (1.0 - 2.0 * D * 0x1p-24);
+    double rel = BF16_REL_ERR + s->rel_err + BF16_REL_ERR * s->rel_err;
+    double e = (rel + 2.0 * gamma * (1.0 + rel)) * un * s->max_norm;
+
+    e += (sqrt(D) * (un + s->max_norm) + 2.0 * D) * 0x1p-125;
+    *big = !(un * s->max_norm < SCREEN_MAX_SCORE) || !(un < 0x1p100);
+    return e * (1.0 + 0x1p-20);
+}
+
+/* The largest float t with t <= x. */
+static float float_at_most(double x)
+{
+    float t = (float)x;
+
+    return (double)t > x ? nextafterf(t, -INFINITY) : t;
+}
+
+/*
+ * Pass 1: screened scores of every item into sc (padded to 16 lanes with
+ * NaN), excluded ones NaN, and a score T that at least k items reach:
+ * the k-th largest maximum of a 16-item group (k groups, each with an
+ * item at or above its maximum), or -Inf when fewer than k groups have
+ * an item left. Cheaper than selecting the k-th score itself, and close
+ * to it: the best items rarely share a group.
+ */
+static int screen_pass(const float *u, const struct sgbd_topk_screen *s,
+                       size_t k, const uint64_t *exclude_bits, float *sc,
+                       float *gmax, uint32_t *tmp_idx, float *tmp_score,
+                       float *reach)
+{
+    size_t groups = (s->rows + LANES - 1) / LANES;
+    int got;
+
+    for (size_t i0 = 0; i0 < s->rows; i0 += CHUNK) {
+        size_t n = s->rows - i0 < CHUNK ? s->rows - i0 : CHUNK;
+        screen_rows(u, s->v, i0 / LANES, (n + LANES - 1) / LANES, s->cols,
+                    sc + i0);
+        mask_nan(sc + i0, n, i0, exclude_bits);
+    }
+    for (size_t i = s->rows; i % LANES; i++)
+        sc[i] = NAN;
+    group_max(sc, groups, gmax);
+    got = sgbd_topk_select(gmax, groups, k, NULL, tmp_idx, tmp_score);
+    if (got < 0)
+        return got;
+    *reach = (size_t)got < k ? -INFINITY : tmp_score[got - 1];
+    return 0;
+}
+
+/* Exact scores of the listed items into the selection. */
+static void push_listed(struct sgbd_topk *t, const float *u,
+                        struct sgbd_mat items, const size_t *list, size_t n)
+{
+    float exact[LANES];
+
+    dot_listed(u, items.data, items.stride, list, n, items.cols, exact);
+    for (size_t j = 0; j < n; j++)
+        sgbd_topk_push(t, &exact[j], 1, list[j], NULL);
+}
+
+/* Pass 2: every item whose screened score reaches thr, scored exactly. */
+static int refine_pass(const float *u, struct sgbd_mat items, const float *sc,
+                       float thr, size_t k, uint32_t *out_idx,
+                       float *out_score)
+{
+    struct sgbd_topk t;
+    size_t list[4 * LANES], from = 0;
+    int rc = sgbd_topk_init(&t, k);
+
+    if (rc < 0)
+        return rc;
+    while (from < items.rows) {
+        size_t n = collect_reaching(sc, items.rows, thr, &from, list,
+                                    4 * LANES);
+        for (size_t j = 0; j < n; j += LANES)
+            push_listed(&t, u, items, list + j, n - j < LANES ? n - j : LANES);
+    }
+    rc = (int)sgbd_topk_finish(&t, out_idx, out_score);
+    sgbd_topk_deinit(&t);
+    return rc;
+}
+
+int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
+                            const struct sgbd_topk_screen *screen, size_t k,
+                            const uint64_t *exclude_bits, uint32_t *out_idx,
+                            float *out_score)
+{
+    float stack_sc[SCREEN_STACK_ITEMS + LANES] __attribute__((aligned(64)));
+    float stack_gmax[SCREEN_STACK_ITEMS / LANES + 1];
+    float *sc = stack_sc, *gmax = stack_gmax, reach;
+    double err;
+    int rc, big;
+
+    if (!screen || !screen->v || screen->rows != items.rows ||
+        screen->cols != items.cols)
+        return sgbd_errf(SGBD_E_SHAPE, "topk: the screen does not match "
+                         "items (%zu, %zu)", items.rows, items.cols);
+    err = screen_error(u, screen, &big);
+    if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > INT_MAX ||
+        k > items.rows / 8 || !isfinite(err) || big ||
+        !screen_hw(items.cols))
+        return sgbd_topk_user(u, items, k, exclude_bits, out_idx, out_score);
+    if (items.rows > SCREEN_STACK_ITEMS) {
+        sc = malloc((items.rows + LANES + items.rows / LANES + 2) *
+                    sizeof(float));
+        if (!sc)
+            return sgbd_topk_user(u, items, k, exclude_bits, out_idx,
+                                  out_score);
+        gmax = sc + items.rows + LANES;
+    }
+
+    rc = screen_pass(u, screen, k, exclude_bits, sc, gmax, out_idx,
+                     out_score, &reach);
+    if (rc == 0)
+        rc = refine_pass(u, items, sc, float_at_most((double)reach -
+                                                     2.0 * err),
+                         k, out_idx, out_score);
+    if (sc != stack_sc)
+        free(sc);
     return rc;
 }
 

@@ -1,7 +1,10 @@
 /* test_topk.c - selection against a full sort, ties, exclusion, scoring. */
 /* ctest: labels=unit timeout=60 */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "harness.h"
 #include "sgbd/err.h"
@@ -304,6 +307,158 @@ static void test_topk_users_batch_equals_single(void)
     sgbd_bitset_free(ex);
 }
 
+/* ---- screened scoring: bit for bit the plain scan ---------------------- */
+
+/* One user against items, screened and plain: the same count, ids and
+ * score bits. */
+static void check_screened(const float *u, struct sgbd_mat items, size_t k,
+                           const uint64_t *ex)
+{
+    struct sgbd_topk_screen sc;
+    uint32_t *want_idx = malloc(k * sizeof(uint32_t));
+    uint32_t *got_idx = malloc(k * sizeof(uint32_t));
+    float *want_sc = malloc(k * sizeof(float));
+    float *got_sc = malloc(k * sizeof(float));
+
+    CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
+    int want = sgbd_topk_user(u, items, k, ex, want_idx, want_sc);
+    int got = sgbd_topk_user_screened(u, items, &sc, k, ex, got_idx, got_sc);
+    CHECK_INT(got, want);
+    if (got == want && want > 0) {
+        CHECK(memcmp(got_idx, want_idx, (size_t)want * 4) == 0);
+        CHECK(memcmp(got_sc, want_sc, (size_t)want * 4) == 0);
+    }
+    sgbd_topk_screen_deinit(&sc);
+    free(want_idx), free(got_idx), free(want_sc), free(got_sc);
+}
+
+static void normal_fill(struct sgbd_mat m, struct sgbd_rng *rng, double sd)
+{
+    for (size_t r = 0; r < m.rows; r++)
+        for (size_t c = 0; c < m.cols; c++)
+            sgbd_mat_row(m, r)[c] = (float)(sd * sgbd_rng_normal(rng));
+}
+
+static void test_topk_screened_equals_plain_scan(void)
+{
+    const size_t sizes[] = {3000, 20000, 63000};
+    const size_t widths[] = {64, 96, 32};
+    const size_t ks[] = {1, 20, 100, 300};
+    struct sgbd_rng rng;
+
+    sgbd_rng_init(&rng, 16, SGBD_RNG_SYNTH);
+    for (int a = 0; a < 3; a++) {
+        size_t n = sizes[a], d = widths[a];
+        struct sgbd_mat items, users;
+        uint64_t *ex = sgbd_bitset_new(n);
+
+        CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+        CHECK_INT(sgbd_mat_alloc(&users, 4, d), 0);
+        normal_fill(items, &rng, 0.1), normal_fill(users, &rng, 1.0);
+        for (size_t r = 0; r < n / 50; r++)
+            sgbd_bitset_set(ex, sgbd_rng_below(&rng, n));
+        for (int j = 0; j < 4; j++)
+            for (size_t u = 0; u < users.rows; u++)
+                check_screened(sgbd_mat_row(users, u), items, ks[j],
+                               u % 2 ? ex : NULL);
+        sgbd_mat_release(&items), sgbd_mat_release(&users);
+        sgbd_bitset_free(ex);
+    }
+}
+
+/*
+ * Items that differ by far less than bfloat16 resolves: copies of one
+ * vector scaled by 1 + j 1e-6, a tenth of them exact duplicates (ties go
+ * to the lower index), shuffled by a little noise in one coordinate. The
+ * screened scores tie or cross where the exact ones do not.
+ */
+static void test_topk_screened_near_ties(void)
+{
+    size_t n = 12000, d = 64, k = 50;
+    struct sgbd_mat items;
+    struct sgbd_rng rng;
+    float base[64], u[64];
+
+    sgbd_rng_init(&rng, 17, SGBD_RNG_SYNTH);
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    for (size_t c = 0; c < d; c++) {
+        base[c] = (float)sgbd_rng_normal(&rng);
+        u[c] = base[c] + 0.01f * (float)sgbd_rng_normal(&rng);
+    }
+    for (size_t i = 0; i < n; i++) {
+        float *row = sgbd_mat_row(items, i);
+        size_t j = i % 10 == 0 && i > 0 ? i - 1 : i;
+        for (size_t c = 0; c < d; c++)
+            row[c] = base[c] * (float)(1.0 + (double)j * 1e-6);
+        row[j % d] += (float)(1e-4 * sgbd_rng_normal(&rng));
+        if (i % 10 == 0 && i > 0)
+            memcpy(row, sgbd_mat_row(items, i - 1), d * sizeof(float));
+    }
+    check_screened(u, items, k, NULL);
+    check_screened(u, items, 1, NULL);
+    for (size_t c = 0; c < d; c++)
+        u[c] = -u[c]; /* the other end of the catalogue */
+    check_screened(u, items, k, NULL);
+    sgbd_mat_release(&items);
+}
+
+/* Values whose rounding would overflow are truncated, and the bound
+ * widens to match. */
+static void test_topk_screened_huge_and_tiny_values(void)
+{
+    size_t n = 4100, d = 32;
+    struct sgbd_mat items;
+    struct sgbd_rng rng;
+    float u[32];
+
+    sgbd_rng_init(&rng, 18, SGBD_RNG_SYNTH);
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < d; c++)
+            sgbd_mat_row(items, i)[c] =
+                (float)(3.0e38 * sgbd_rng_uniform(&rng)) +
+                (c == 0 ? 3.4e38f - 3.0e38f : 0.0f);
+    for (size_t c = 0; c < d; c++)
+        u[c] = (float)(1e-39 * sgbd_rng_uniform(&rng));
+    check_screened(u, items, 30, NULL);
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < d; c++)
+            sgbd_mat_row(items, i)[c] = (float)(1e-40 * sgbd_rng_normal(&rng));
+    for (size_t c = 0; c < d; c++)
+        u[c] = (float)(1e30 * sgbd_rng_normal(&rng));
+    check_screened(u, items, 30, NULL);
+    sgbd_mat_release(&items);
+}
+
+static void test_topk_screen_rejects_bad_input(void)
+{
+    struct sgbd_mat items, other;
+    struct sgbd_topk_screen sc;
+    uint32_t idx[4];
+    float s[4], u[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+
+    CHECK_INT(sgbd_mat_alloc(&items, 3000, 8), 0);
+    CHECK_INT(sgbd_mat_alloc(&other, 3001, 8), 0);
+    sgbd_mat_row(items, 2999)[7] = INFINITY;
+    CHECK_INT(sgbd_topk_screen_init(&sc, items), SGBD_E_SHAPE);
+    CHECK(strstr(sgbd_err_detail(SGBD_E_SHAPE), "item 2999") != NULL);
+    CHECK(sc.v == NULL);
+    sgbd_topk_screen_deinit(&sc);
+    sgbd_mat_row(items, 2999)[7] = 0.0f;
+    CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
+    CHECK_INT(sgbd_topk_screen_bytes(&sc), 3008 * 8 * 2); /* 16-row blocks */
+    CHECK_INT(sgbd_topk_user_screened(u, other, &sc, 4, NULL, idx, s),
+              SGBD_E_SHAPE);
+    CHECK_INT(sgbd_topk_user_screened(u, items, NULL, 4, NULL, idx, s),
+              SGBD_E_SHAPE);
+    u[3] = NAN; /* no finite bound: the plain scan answers */
+    CHECK_INT(sgbd_topk_user_screened(u, items, &sc, 4, NULL, idx, s),
+              sgbd_topk_user(u, items, 4, NULL, idx, s));
+    sgbd_topk_screen_deinit(&sc);
+    sgbd_topk_screen_deinit(NULL);
+    sgbd_mat_release(&items), sgbd_mat_release(&other);
+}
+
 int main(void)
 {
     RUN(test_topk_matches_full_sort);
@@ -315,5 +470,9 @@ int main(void)
     RUN(test_topk_bitset_helpers);
     RUN(test_topk_user_matches_reference);
     RUN(test_topk_users_batch_equals_single);
+    RUN(test_topk_screened_equals_plain_scan);
+    RUN(test_topk_screened_near_ties);
+    RUN(test_topk_screened_huge_and_tiny_values);
+    RUN(test_topk_screen_rejects_bad_input);
     return harness_finish();
 }

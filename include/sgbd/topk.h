@@ -133,6 +133,53 @@ int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
                    float *out_score);
 
 /*
+ * A bfloat16 copy of an item matrix, to screen items before exact
+ * scoring: every float rounded to its top 16 bits (nearest, ties to
+ * even), so the copy is half the bytes, and the largest row norm, which
+ * bounds how far a screened score can be from the exact one.
+ */
+struct sgbd_topk_screen {
+    uint16_t *v;            /* rows x cols, rows padded to 16, in blocks
+                               laid out for the kernel (topk.c) */
+    size_t rows, cols;
+    double max_norm;        /* max_i ||items[i]||_2, rounded up */
+    double rel_err;         /* per-value relative error of the copy */
+};
+
+/* 1 when this CPU screens items of width dim in hardware (AVX512-BF16,
+ * dim a multiple of 32 up to 1024); elsewhere the screened call below is
+ * the plain scan, and a screen is not worth building. */
+int sgbd_topk_screen_supported(size_t dim);
+
+/*
+ * Build the screen of items (I, D), whose values must be finite and D
+ * even. Returns 0, SGBD_E_SHAPE for a NaN or Inf (detail names the
+ * element) or an odd D, or
+ * -ENOMEM; on error *s is empty and _deinit is safe.
+ */
+int sgbd_topk_screen_init(struct sgbd_topk_screen *s, struct sgbd_mat items);
+void sgbd_topk_screen_deinit(struct sgbd_topk_screen *s);
+size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s);
+
+/*
+ * The same result as sgbd_topk_user() (the same items, order and scores,
+ * bit for bit), reading about half the bytes: every item is scored from
+ * the screen, and only the items whose screened score comes within twice
+ * the error bound of the K-th best are scored again from items, exactly.
+ * The bound: |<u, v> - <bf16(u), bf16(v)>| <= (2^-7 + slack) ||u|| ||v||.
+ * screen must have been built from items. The plain scan answers instead
+ * where the screen cannot help or the bound does not hold: fewer than
+ * 2048 items, k above I / 8, no hardware support, u not finite or scores
+ * near the float range. Serial; allocates a score buffer of I floats for
+ * catalogues above 16 Ki items (a failed allocation falls back to the
+ * plain scan too). Returns as sgbd_topk_user().
+ */
+int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
+                            const struct sgbd_topk_screen *screen, size_t k,
+                            const uint64_t *exclude_bits, uint32_t *out_idx,
+                            float *out_score);
+
+/*
  * Top-k for B users at once: users (B, D) against items (I, D) with one
  * sgemm_nt per block of items (so the score block stays in cache), then
  * a selection per user. exclude_bits is NULL or (B) pointers, each NULL

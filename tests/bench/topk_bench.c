@@ -99,8 +99,9 @@ struct run {
     size_t k, batch, words;
     uint64_t *bits;             /* (batch, words) */
     float *scores;              /* (I) sgemv output */
-    uint32_t *idx, *bidx;       /* (Q, K) single and batch results */
-    float *sc, *bsc;            /* (Q, K) */
+    uint32_t *idx, *bidx, *sidx; /* (Q, K) single, batch, screened */
+    float *sc, *bsc, *ssc;      /* (Q, K) */
+    struct sgbd_topk_screen screen;
     size_t *bn;                 /* (batch) */
     double sink;
 };
@@ -117,17 +118,24 @@ static double time_sgemv(struct run *r)
     return (now_us() - t0) / (double)r->queries.rows;
 }
 
-static double time_single(struct run *r)
+/* Single queries, plain or screened by the bfloat16 copy. */
+static double time_single(struct run *r, int screened)
 {
+    uint32_t *idx = screened ? r->sidx : r->idx;
+    float *sc = screened ? r->ssc : r->sc;
     double t0 = now_us();
 
     for (size_t u = 0; u < r->queries.rows; u++) {
+        const float *q = sgbd_mat_row(r->queries, u);
         int n;
         fill_bits(r->bits, r->words, &r->seen, u);
-        n = sgbd_topk_user(sgbd_mat_row(r->queries, u), r->items, r->k,
-                           r->bits, r->idx + u * r->k, r->sc + u * r->k);
+        n = screened ? sgbd_topk_user_screened(q, r->items, &r->screen, r->k,
+                                               r->bits, idx + u * r->k,
+                                               sc + u * r->k)
+                     : sgbd_topk_user(q, r->items, r->k, r->bits,
+                                      idx + u * r->k, sc + u * r->k);
         for (int j = n < 0 ? 0 : n; j < (int)r->k; j++)
-            r->idx[u * r->k + (size_t)j] = UINT32_MAX;
+            idx[u * r->k + (size_t)j] = UINT32_MAX;
     }
     return (now_us() - t0) / (double)r->queries.rows;
 }
@@ -166,13 +174,13 @@ static void summary(const char *name, double *t, int n, int last)
            t[n / 2], last ? "" : ",");
 }
 
-/* Fraction of single-query results the batch path matches (ids). */
-static double batch_agreement(const struct run *r)
+/* Fraction of single-query results (ids) another path matches. */
+static double agreement(const struct run *r, const uint32_t *other)
 {
     size_t same = 0, all = r->queries.rows * r->k;
 
     for (size_t j = 0; j < all; j++)
-        same += r->idx[j] == r->bidx[j];
+        same += r->idx[j] == other[j];
     return (double)same / (double)all;
 }
 
@@ -213,15 +221,19 @@ static int setup(struct run *r, char **argv)
     r->sc = malloc(q * r->k * sizeof(float));
     r->bsc = malloc(q * r->k * sizeof(float));
     r->bn = malloc(r->batch * sizeof(size_t));
+    r->sidx = malloc(q * r->k * sizeof(uint32_t));
+    r->ssc = malloc(q * r->k * sizeof(float));
+    if (sgbd_topk_screen_init(&r->screen, r->items) != 0)
+        return -1;
     return r->bits && r->scores && r->idx && r->bidx && r->sc && r->bsc &&
-                   r->bn ? 0 : -1;
+                   r->bn && r->sidx && r->ssc ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
     struct run r = {0};
     int rounds, threads;
-    double *tg, *ts, *tb;
+    double *tg, *ts, *tb, *tq;
 
     if (argc != 9) {
         fprintf(stderr, "usage: topk_bench ITEMS.npy QUERIES.npy SEEN.npy "
@@ -239,12 +251,15 @@ int main(int argc, char **argv)
     tg = calloc((size_t)rounds, sizeof(double));
     ts = calloc((size_t)rounds, sizeof(double));
     tb = calloc((size_t)rounds, sizeof(double));
-    if (!tg || !ts || !tb)
+    tq = calloc((size_t)rounds, sizeof(double));
+    if (!tg || !ts || !tb || !tq)
         return 1;
-    time_single(&r);    /* warm the caches and the clones' resolvers */
+    time_single(&r, 0); /* warm the caches and the clones' resolvers */
+    time_single(&r, 1);
     for (int j = 0; j < rounds; j++) {
         tg[j] = time_sgemv(&r);
-        ts[j] = time_single(&r);
+        ts[j] = time_single(&r, 0);
+        tq[j] = time_single(&r, 1);
         tb[j] = time_batch(&r);
         if (tb[j] < 0)
             return 1;
@@ -253,9 +268,12 @@ int main(int argc, char **argv)
            " \"batch\": %zu, \"threads\": %d, \"rounds\": %d,\n",
            r.items.rows, r.items.cols, r.queries.rows, r.k, r.batch,
            threads, rounds);
-    printf("  \"batch_matches_single\": %.6f,\n", batch_agreement(&r));
+    printf("  \"batch_matches_single\": %.6f,\n", agreement(&r, r.bidx));
+    printf("  \"screened_matches_single\": %.6f,\n",
+           agreement(&r, r.sidx));
     summary("sgemv", tg, rounds, 0);
     summary("single", ts, rounds, 0);
+    summary("screened", tq, rounds, 0);
     summary("batch", tb, rounds, 1);
     printf("}\n");
     if (r.sink == 12345.678)
