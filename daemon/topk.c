@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sgbd/err.h"
 #include "simd.h"
@@ -805,6 +806,29 @@ static uint16_t to_bf16(float x, int *cut)
 }
 
 /*
+ * Zeroed pages for the screen, in huge pages where the kernel gives them:
+ * every query streams the whole screen, and the hardware prefetcher stops
+ * at each page boundary, so 2 MiB pages read it markedly faster than 4 KiB
+ * ones. *bytes gets the mapped size.
+ */
+static uint16_t *screen_alloc(size_t want, size_t *bytes)
+{
+    size_t huge = (size_t)2 << 20;
+    void *p;
+
+    *bytes = want < huge ? (want ? want : 1) : (want + huge - 1) / huge * huge;
+    p = mmap(NULL, *bytes, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    if (*bytes >= huge)
+        (void)madvise(p, *bytes, MADV_HUGEPAGE); /* a hint: may be off */
+#endif
+    return p;
+}
+
+/*
  * Where value c of item i goes: blocks of 16 items, in each block the
  * pairs of values (c / 2) one after another, in each pair the 16 items,
  * each item's two values side by side. A short last block is zero.
@@ -823,7 +847,7 @@ int sgbd_topk_screen_init(struct sgbd_topk_screen *s, struct sgbd_mat items)
     if (items.cols % 2)
         return sgbd_errf(SGBD_E_SHAPE, "topk screen: odd width %zu",
                          items.cols);
-    s->v = calloc(n ? n : 1, sizeof(uint16_t));
+    s->v = screen_alloc(n * sizeof(uint16_t), &s->bytes);
     if (!s->v)
         return -ENOMEM;
     for (size_t i = 0; i < items.rows; i++) {
@@ -853,15 +877,14 @@ void sgbd_topk_screen_deinit(struct sgbd_topk_screen *s)
 {
     if (!s)
         return;
-    free(s->v);
+    if (s->v)
+        munmap(s->v, s->bytes);
     memset(s, 0, sizeof(*s));
 }
 
 size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s)
 {
-    return s->v ? (s->rows + LANES - 1) / LANES * LANES * s->cols *
-                      sizeof(uint16_t)
-                : 0;
+    return s->v ? s->bytes : 0;
 }
 
 /*

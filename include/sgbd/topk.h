@@ -144,6 +144,7 @@ struct sgbd_topk_screen {
     size_t rows, cols;
     double max_norm;        /* max_i ||items[i]||_2, rounded up */
     double rel_err;         /* per-value relative error of the copy */
+    size_t bytes;           /* mapped for v */
 };
 
 /* 1 when this CPU screens items of width dim in hardware (AVX512-BF16,

@@ -264,6 +264,20 @@ static int open_conns(struct run *r)
     return 0;
 }
 
+static void reopen(struct run *r, uint32_t i)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+
+    epoll_ctl(r->ep, EPOLL_CTL_DEL, r->c[i].fd, NULL);
+    close(r->c[i].fd);
+    r->c[i].fd = connect_to(&r->o);
+    if (r->c[i].fd >= 0 &&
+        epoll_ctl(r->ep, EPOLL_CTL_ADD, r->c[i].fd, &ev) != 0) {
+        close(r->c[i].fd);
+        r->c[i].fd = -1;
+    }
+}
+
 static void drive(struct run *r)
 {
     double t0 = now_ns(), t_count = t0 + r->o.warmup * 1e9;
@@ -286,7 +300,14 @@ static void drive(struct run *r)
         n = epoll_pwait2(r->ep, evs, 64, &ts, NULL);
         for (int e = 0; e < n; e++) {
             struct conn *c = &r->c[evs[e].data.u32];
-            int st = c->busy ? on_readable(c) : -1;
+            int st;
+            if (!c->busy) {
+                /* an idle keep-alive connection the server closed after
+                 * its idle timeout: not a failed request */
+                reopen(r, evs[e].data.u32);
+                continue;
+            }
+            st = on_readable(c);
             if (st == 1)
                 complete(c, &r->s, t_count);
             if (st < 0) {
