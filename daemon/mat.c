@@ -61,7 +61,7 @@ int sgbd_mat_set_threads(int n)
 
     if (rc < 0)
         return rc;
-    openblas_set_num_threads(sgbd_parallel_threads());
+    openblas_set_num_threads(1);    /* gemm() cuts the work itself */
     return 0;
 }
 
@@ -106,11 +106,74 @@ static int ld(struct sgbd_mat m)
     return m.stride > 0 ? (int)m.stride : 1;
 }
 
-/* The one place that calls cblas_sgemm; m, n, k already checked. */
+/*
+ * Products of at least this many multiply-adds are cut across the compute
+ * pool; smaller ones are not worth waking it for.
+ */
+#define GEMM_SPLIT_MIN ((size_t)1 << 22)
+
+struct gemm_args {
+    struct sgbd_mat c, a, b;
+    int ta, tb, by_rows;
+    size_t k;
+    float alpha, beta;
+};
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_single_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+
+/* The one place that calls cblas_sgemm (single-threaded OpenBLAS). */
+static void sgemm(const struct gemm_args *g, struct sgbd_mat c,
+                  struct sgbd_mat a, struct sgbd_mat b)
+{
+    pthread_once(&blas_once, blas_single_thread);
+    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
+                g->tb ? CblasTrans : CblasNoTrans, (int)c.rows, (int)c.cols,
+                (int)g->k, g->alpha, a.data, ld(a), b.data, ld(b), g->beta,
+                c.data, ld(c));
+}
+
+/* The view of columns [c0, c0 + n) of m. */
+static struct sgbd_mat cols_of(struct sgbd_mat m, size_t c0, size_t n)
+{
+    return (struct sgbd_mat){m.data + c0, m.rows, n, m.stride};
+}
+
+/* Rows [begin, end) of C, or its columns when by_rows is 0: the matching
+ * slice of A (its rows, or columns when transposed) or of B. */
+static void gemm_range(void *ctx, size_t begin, size_t end)
+{
+    const struct gemm_args *g = ctx;
+    size_t n = end - begin;
+
+    if (g->by_rows)
+        sgemm(g, sgbd_mat_rows(g->c, begin, n),
+              g->ta ? cols_of(g->a, begin, n) : sgbd_mat_rows(g->a, begin, n),
+              g->b);
+    else
+        sgemm(g, cols_of(g->c, begin, n), g->a,
+              g->tb ? sgbd_mat_rows(g->b, begin, n) : cols_of(g->b, begin, n));
+}
+
+/*
+ * C = alpha op(A) op(B) + beta C; m, n, k already checked. Large products
+ * run on the compute pool (parallel.h), one slice of C's rows (or of its
+ * columns, when it has few rows) per thread, each a single-threaded
+ * sgemm: one pool for every kernel, so OpenBLAS's own workers never spin
+ * on a core the next kernel needs. Every element of C is the same K-long
+ * sum whatever the cut, so results do not depend on the thread count.
+ */
 static int gemm(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
                 int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                 float beta)
 {
+    struct gemm_args g = {c, a, b, ta, tb, m >= n, k, alpha, beta};
+    size_t threads = (size_t)sgbd_parallel_threads(), len;
+
     if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX ||
         a.stride > INT32_MAX || b.stride > INT32_MAX ||
         c.stride > INT32_MAX)
@@ -121,9 +184,11 @@ static int gemm(struct sgbd_mat c, struct sgbd_mat a, struct sgbd_mat b,
         scale_mat(c, beta);
         return 0;
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
-                alpha, a.data, ld(a), b.data, ld(b), beta, c.data, ld(c));
+    len = g.by_rows ? m : n;
+    if (threads < 2 || m * n * k < GEMM_SPLIT_MIN || len < 2 * 16)
+        sgemm(&g, c, a, b);
+    else
+        sgbd_parallel_for(len, (len + threads - 1) / threads, gemm_range, &g);
     return 0;
 }
 
@@ -179,6 +244,7 @@ int sgbd_mat_gemv_n(float *y, struct sgbd_mat a, const float *x, float alpha,
         scale_vec(y, a.rows, beta);
         return 0;
     }
+    pthread_once(&blas_once, blas_single_thread);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)a.rows, (int)a.cols,
                 alpha, a.data, ld(a), x, 1, beta, y, 1);
     return 0;
@@ -197,6 +263,7 @@ int sgbd_mat_gemv_t(float *y, struct sgbd_mat a, const float *x, float alpha,
         scale_vec(y, a.cols, beta);
         return 0;
     }
+    pthread_once(&blas_once, blas_single_thread);
     cblas_sgemv(CblasRowMajor, CblasTrans, (int)a.rows, (int)a.cols, alpha,
                 a.data, ld(a), x, 1, beta, y, 1);
     return 0;

@@ -412,6 +412,16 @@ static void teardown(struct daemon *d)
     restore_signals();
 }
 
+/* Threads of the retrainer that may be inside sgemm at once. */
+static int retrain_blas_callers(const struct sgbd_config *cfg)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (cfg->retrain_threads > 0)
+        return cfg->retrain_threads;
+    return cpus > 0 ? (int)cpus : 1;
+}
+
 int sgbd_serve_run(const struct sgbd_serve_opts *o)
 {
     struct daemon d = {.opts = o, .sigfd = -1};
@@ -420,9 +430,10 @@ int sgbd_serve_run(const struct sgbd_serve_opts *o)
     rc = phase_config(&d);
     if (rc == 0)
         rc = phase_signals(&d);
-    if (rc == 0)   /* BLAS callers: the HTTP threads and the retrainer */
-        rc = sgbd_mat_reserve_blas(d.cfg.retrain_threads,
-                                   d.cfg.http_threads + 1);
+    if (rc == 0)   /* BLAS callers: the HTTP threads and the retrainer's
+                      pool (its thread and workers; OpenBLAS runs none) */
+        rc = sgbd_mat_reserve_blas(1, d.cfg.http_threads +
+                                          retrain_blas_callers(&d.cfg));
     if (rc == 0)
         rc = phase_store(&d);
     if (rc == 0)

@@ -5,8 +5,8 @@
  * Nodes of the bipartite graphs: users 0..U-1 first, then item i as node
  * U + i (N = U + I). Every builder writes into caller structs that then
  * own their arrays (free with sgbd_csr_free / sgbd_graph_cooc_free); on
- * error nothing is written. The builders run on the compute pool and
- * OpenBLAS threads: call them from training or retraining threads.
+ * error nothing is written. The builders run on the compute pool: call
+ * them from training or retraining threads.
  * Results do not depend on the thread count; ties go to the lower index.
  */
 #ifndef SGBD_GRAPH_H

@@ -58,9 +58,11 @@ int sgbd_mat_alloc(struct sgbd_mat *m, size_t rows, size_t cols);
 void sgbd_mat_release(struct sgbd_mat *m);
 
 /*
- * Threads for OpenBLAS and for the compute pool (parallel.h); 0 means the
- * number of online CPUs. Returns 0 or the error of
- * sgbd_parallel_set_threads().
+ * Threads of the compute pool (parallel.h); 0 means the number of online
+ * CPUs. The pool also runs the large matrix products below, one slice of
+ * the output per thread, each a single-threaded OpenBLAS call: OpenBLAS
+ * starts no threads of its own, and a product gives the same bits on any
+ * number of threads. Returns 0 or the error of sgbd_parallel_set_threads().
  */
 int sgbd_mat_set_threads(int n);
 

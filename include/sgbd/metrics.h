@@ -16,7 +16,7 @@
  * each averaged uniformly over evaluated users in double. Validation
  * items are not masked when evaluating test (MMRec does not).
  *
- * Users go in blocks through one sgemm (OpenBLAS threads), then masking,
+ * Users go in blocks through one sgemm (on the compute pool), then masking,
  * selection and metrics per user on the compute pool (parallel.h). Per
  * user values are summed in user order, so results do not depend on the
  * thread count. Call from a training or evaluation thread.

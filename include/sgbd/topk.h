@@ -185,9 +185,8 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
  * sgemm_nt per block of items (so the score block stays in cache), then
  * a selection per user. exclude_bits is NULL or (B) pointers, each NULL
  * or a bitset of I bits. out_idx, out_score (B, k) row-major; out_n (B)
- * receives each user's count. The sgemm runs on OpenBLAS's threads as set
- * by sgbd_mat_set_threads(); call it from one batching thread, not from
- * many HTTP threads at once. Returns 0, SGBD_E_SHAPE when users.cols !=
+ * receives each user's count. The sgemm runs on the compute pool when it
+ * is idle (sgbd_mat_set_threads()), else on the calling thread. Returns 0, SGBD_E_SHAPE when users.cols !=
  * items.cols, SGBD_E_LIMIT for k > INT_MAX, or -ENOMEM.
  */
 int sgbd_topk_users(struct sgbd_mat users, struct sgbd_mat items, size_t k,
