@@ -2,6 +2,7 @@
 /* ctest: labels=unit timeout=60 */
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "harness.h"
 #include "sgbd/err.h"
@@ -202,6 +203,48 @@ static void test_mat_set_threads(void)
     CHECK_INT(sgbd_mat_set_threads(1), 0);
 }
 
+/* Products large enough to be cut across the pool give the same bits on
+ * one thread and on three, whichever dimension is cut. */
+static void test_mat_gemm_same_bits_on_any_thread_count(void)
+{
+    const size_t shapes[][3] = {{300, 200, 120}, {40, 900, 300}};
+    struct sgbd_rng rng;
+
+    sgbd_rng_init(&rng, 21, SGBD_RNG_SYNTH);
+    for (int s = 0; s < 2; s++) {
+        size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        struct sgbd_mat a, at, b, bt, c1, c3;
+
+        CHECK_INT(sgbd_mat_alloc(&a, m, k), 0);
+        CHECK_INT(sgbd_mat_alloc(&at, k, m), 0);
+        CHECK_INT(sgbd_mat_alloc(&b, k, n), 0);
+        CHECK_INT(sgbd_mat_alloc(&bt, n, k), 0);
+        CHECK_INT(sgbd_mat_alloc(&c1, m, n), 0);
+        CHECK_INT(sgbd_mat_alloc(&c3, m, n), 0);
+        for (size_t i = 0; i < m * k; i++)
+            a.data[i] = at.data[i] = (float)sgbd_rng_normal(&rng);
+        for (size_t i = 0; i < k * n; i++)
+            b.data[i] = bt.data[i] = (float)sgbd_rng_normal(&rng);
+        for (int op = 0; op < 3; op++) {
+            for (int t = 1; t <= 3; t += 2) {
+                struct sgbd_mat c = t == 1 ? c1 : c3;
+                CHECK_INT(sgbd_mat_set_threads(t), 0);
+                for (size_t i = 0; i < m * n; i++)
+                    c.data[i] = 0.5f;
+                CHECK_INT(op == 0   ? sgbd_mat_gemm_nn(c, a, b, 1.5f, 1.0f)
+                          : op == 1 ? sgbd_mat_gemm_nt(c, a, bt, 1.5f, 1.0f)
+                                    : sgbd_mat_gemm_tn(c, at, b, 1.5f, 1.0f),
+                          0);
+            }
+            CHECK(memcmp(c1.data, c3.data, m * n * sizeof(float)) == 0);
+        }
+        sgbd_mat_release(&a), sgbd_mat_release(&at);
+        sgbd_mat_release(&b), sgbd_mat_release(&bt);
+        sgbd_mat_release(&c1), sgbd_mat_release(&c3);
+    }
+    sgbd_mat_set_threads(0);
+}
+
 int main(void)
 {
     RUN(test_mat_gemm_patterns_match_naive);
@@ -212,6 +255,7 @@ int main(void)
     RUN(test_mat_vector_helpers);
     RUN(test_mat_row_norms_and_normalize);
     RUN(test_mat_set_threads);
+    RUN(test_mat_gemm_same_bits_on_any_thread_count);
     sgbd_parallel_shutdown();
     return harness_finish();
 }
