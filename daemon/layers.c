@@ -78,27 +78,30 @@ static void run_wide(size_t rows, size_t D, sgbd_parallel_fn fn,
  * compiler makes the loop a vector blend: a branch on the sign of a
  * trained activation mispredicts about every other element.
  */
-KERNEL_CLONES static void leaky_forward_kernel(float *y, const float *x,
-                                               size_t n)
+/* out[i] = v[i], or slope * v[i] where sign[i] <= 0 (out may be v or
+ * sign): the forward (v = sign = x) and the in-place backward (v = d,
+ * sign = y) in one kernel. */
+KERNEL_CLONES static void leak_by_sign(float *out, const float *v,
+                                       const float *sign, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        float leak = SGBD_LEAKY_SLOPE * x[i];
-        y[i] = x[i] > 0.0f ? x[i] : leak;
+        float leak = SGBD_LEAKY_SLOPE * v[i];
+        out[i] = sign[i] > 0.0f ? v[i] : leak;
     }
 }
 
-static void leaky_forward_range(void *ctx, size_t begin, size_t end)
+static void leak_range(void *ctx, size_t begin, size_t end)
 {
     const struct wide_args *p = ctx;
 
-    leaky_forward_kernel(p->out + begin, p->a + begin, end - begin);
+    leak_by_sign(p->out + begin, p->a + begin, p->b + begin, end - begin);
 }
 
 void sgbd_layer_leaky_forward(float *y, const float *x, size_t n)
 {
-    struct wide_args args = {.out = y, .a = x};
+    struct wide_args args = {.out = y, .a = x, .b = x};
 
-    run_wide(n, 1, leaky_forward_range, &args);
+    run_wide(n, 1, leak_range, &args);
 }
 
 KERNEL_CLONES void sgbd_layer_leaky_backward(float *dx, const float *dy,
@@ -110,28 +113,11 @@ KERNEL_CLONES void sgbd_layer_leaky_backward(float *dx, const float *dy,
     }
 }
 
-KERNEL_CLONES static void leaky_backward_inplace_kernel(float *d,
-                                                        const float *y,
-                                                        size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        float leak = SGBD_LEAKY_SLOPE * d[i];
-        d[i] = y[i] > 0.0f ? d[i] : leak;
-    }
-}
-
-static void leaky_backward_inplace_range(void *ctx, size_t begin, size_t end)
-{
-    const struct wide_args *p = ctx;
-
-    leaky_backward_inplace_kernel(p->out + begin, p->a + begin, end - begin);
-}
-
 void sgbd_layer_leaky_backward_inplace(float *d, const float *y, size_t n)
 {
-    struct wide_args args = {.out = d, .a = y};
+    struct wide_args args = {.out = d, .a = d, .b = y};
 
-    run_wide(n, 1, leaky_backward_inplace_range, &args);
+    run_wide(n, 1, leak_range, &args);
 }
 
 static void rownorm_forward_rows(float *y, float *norm, const float *x,

@@ -1,10 +1,14 @@
 /* test_layers.c - shared layer kernels: values and gradient checks. */
 /* ctest: labels=unit,grad timeout=60 */
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "harness.h"
 #include "gradcheck.h"
 #include "sgbd/layers.h"
+#include "sgbd/parallel.h"
 #include "sgbd/rng.h"
 
 static void fill_uniform(float *x, size_t n, float lo, float hi,
@@ -414,12 +418,53 @@ static void test_layers_mlp_chain_gradient(void)
     CHECK_GRAD(res, 1e-3);
 }
 
+/* Inputs past 64 Ki floats run on the compute pool: the same values as
+ * the element-wise definition, on any number of threads. */
+static void test_layers_wide_inputs_on_the_pool(void)
+{
+    size_t n = 300001, rows = 5000, D = 60; /* rows * D <= n */
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    float *d = malloc(n * sizeof(float)), *norm = malloc(rows * sizeof(float));
+    struct sgbd_rng rng;
+
+    CHECK(x && y && d && norm);
+    sgbd_rng_init(&rng, 31, SGBD_RNG_SYNTH);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)sgbd_rng_normal(&rng);
+    for (int t = 1; t <= 2; t++) {
+        CHECK_INT(sgbd_parallel_set_threads(t), 0);
+        sgbd_layer_leaky_forward(y, x, n);
+        memcpy(d, x, n * sizeof(float));
+        sgbd_layer_leaky_backward_inplace(d, y, n);
+        int bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            float want = x[i] > 0 ? x[i] : SGBD_LEAKY_SLOPE * x[i];
+            float want_d = x[i] > 0 ? x[i] : SGBD_LEAKY_SLOPE * x[i];
+            bad += y[i] != want || d[i] != want_d;
+        }
+        CHECK_INT(bad, 0);
+        sgbd_layer_rownorm_forward(y, norm, x, rows, D);
+        bad = 0;
+        for (size_t r = 0; r < rows; r++) {
+            double sq = 0;
+            for (size_t c = 0; c < D; c++)
+                sq += (double)x[r * D + c] * x[r * D + c];
+            bad += fabs(norm[r] - sqrt(sq)) > 1e-5 * sqrt(sq) ||
+                   fabs(y[r * D + 7] - x[r * D + 7] / sqrt(sq)) > 1e-6;
+        }
+        CHECK_INT(bad, 0);
+    }
+    sgbd_parallel_set_threads(0);
+    free(x), free(y), free(d), free(norm);
+}
+
 int main(void)
 {
     RUN(test_layers_linear_matches_loops);
     RUN(test_layers_linear_gradient);
     RUN(test_layers_linear_backward_adds);
     RUN(test_layers_leaky_values_and_gradient);
+    RUN(test_layers_wide_inputs_on_the_pool);
     RUN(test_layers_rownorm_values_and_gradient);
     RUN(test_layers_rownorm_zero_row_is_finite);
     RUN(test_layers_gather_scatter_duplicates_accumulate);

@@ -430,49 +430,53 @@ static void test_trainer_is_deterministic(void)
     sgbd_params_free_arena(b);
 }
 
-static void test_trainer_nan_loss_is_diverged(void)
+/* A run whose loss_grad returns NaN from call nan_after + 1 on, saying
+ * fail_rc: the run's code into *rc, res filled, theta checked finite
+ * (the best epoch restored). */
+static void run_failing(int nan_after, int fail_rc, int *rc,
+                        struct sgbd_train_result *res)
 {
     struct toy_data td;
     struct mf mf;
     struct sgbd_trainer *t;
-    struct sgbd_train_result res;
     struct sgbd_train_opts o = toy_opts();
     float *theta = mf_init(&mf, 1);
 
+    *rc = 1;
     CHECK(theta != NULL);
     toy_data_init(&td);
-    mf.nan_after = 12; /* epochs of 5 evaluations: fails in epoch 2 */
+    mf.nan_after = nan_after;
+    mf.fail_rc = fail_rc;
     CHECK_INT(sgbd_trainer_new(&t, &mf.base, &td.ds, &o), 0);
-    CHECK_INT(sgbd_trainer_run(t, theta, &res), SGBD_E_DIVERGED);
+    *rc = sgbd_trainer_run(t, theta, res);
+    for (size_t i = 0; i < mf.base.layout.n; i++)
+        CHECK(isfinite(theta[i]));
+    sgbd_trainer_free(t);
+    sgbd_params_free_arena(theta);
+}
+
+static void test_trainer_nan_loss_is_diverged(void)
+{
+    struct sgbd_train_result res;
+    int rc;
+
+    run_failing(12, 0, &rc, &res); /* 5 evaluations an epoch: epoch 2 */
+    CHECK_INT(rc, SGBD_E_DIVERGED);
     CHECK(strstr(sgbd_err_detail(SGBD_E_DIVERGED), "epoch 2") != NULL);
     CHECK_INT(res.epochs, 2);
     CHECK_INT(res.best_epoch, 1);
-    for (size_t i = 0; i < mf.base.layout.n; i++)
-        CHECK(isfinite(theta[i])); /* best epoch restored */
-    sgbd_trainer_free(t);
-    sgbd_params_free_arena(theta);
 }
 
 /* A step that fails (an allocation, say) is that error, not divergence:
  * the retrainer counts the two differently. */
 static void test_trainer_failed_step_is_its_error_not_divergence(void)
 {
-    struct toy_data td;
-    struct mf mf;
-    struct sgbd_trainer *t;
     struct sgbd_train_result res;
-    struct sgbd_train_opts o = toy_opts();
-    float *theta = mf_init(&mf, 1);
+    int rc;
 
-    CHECK(theta != NULL);
-    toy_data_init(&td);
-    mf.nan_after = 7; /* fails in epoch 1, after one whole epoch */
-    mf.fail_rc = -ENOMEM;
-    CHECK_INT(sgbd_trainer_new(&t, &mf.base, &td.ds, &o), 0);
-    CHECK_INT(sgbd_trainer_run(t, theta, &res), -ENOMEM);
+    run_failing(7, -ENOMEM, &rc, &res); /* epoch 1, after a whole one */
+    CHECK_INT(rc, -ENOMEM);
     CHECK_INT(res.epochs, 1);
-    sgbd_trainer_free(t);
-    sgbd_params_free_arena(theta);
 }
 
 static void test_trainer_cancel_stops_between_batches(void)
