@@ -5,6 +5,7 @@
 #include "retrain_impl.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,19 @@ static void record_end(struct sgbd_retrain *rt,
 }
 
 /* Called with mu held; returns with mu held. */
+/*
+ * A job frees tens of MB at its end (dataset, graphs, arenas, batch
+ * buffers). glibc keeps freed heap pages for the next allocation unless
+ * told otherwise, so without this the daemon's RSS would climb to that of
+ * its largest retrain and stay there.
+ */
+static void return_freed_memory(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void run_job(struct sgbd_retrain *rt, double now)
 {
     struct sgbd_retrain_result res;
@@ -221,6 +235,7 @@ static void run_job(struct sgbd_retrain *rt, double now)
     pthread_mutex_unlock(&rt->mu);
 
     sgbd_retrain_job(rt, &cfg, absorbed, &res);
+    return_freed_memory();
 
     pthread_mutex_lock(&rt->mu);
     record_end(rt, &res, &t, now);
