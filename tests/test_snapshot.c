@@ -11,7 +11,9 @@
 #include "sgbd/api.h"
 #include "sgbd/err.h"
 #include "sgbd/overlay.h"
+#include "sgbd/rng.h"
 #include "sgbd/snapshot.h"
+#include "sgbd/topk.h"
 
 /* ---- a tiny model whose cold start is a fixed linear map ---- */
 
@@ -525,6 +527,82 @@ static void test_snapshot_api_responses_consistent_under_swaps(void)
     CHECK_INT(live, 0);
 }
 
+/*
+ * A catalogue large enough for the bfloat16 screen: the recommendations
+ * the API serves are the plain float scan's top k over the unseen items,
+ * in the same order, and the snapshot counts the screen in its bytes.
+ */
+static void test_snapshot_served_top_k_is_the_plain_scan(void)
+{
+    enum { U = 30, I = 6000, D = 64, K = 25 };
+    struct sgbd_snapshot_slot *slot;
+    struct sgbd_snapshot *s;
+    struct sgbd_config cfg;
+    struct sgbd_api *api;
+    struct sgbd_api_opts o;
+    struct sgbd_rng rng;
+    uint64_t ptr[U + 1];
+    uint32_t seen[U], idx[K];
+    float sc[K];
+
+    sgbd_config_defaults(&cfg);
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    o = (struct sgbd_api_opts){&cfg, NULL, slot, NULL};
+    CHECK_INT(sgbd_api_new(&api, &o), 0);
+    CHECK_INT(sgbd_snapshot_new(&s, 1, U, I, D), 0);
+    sgbd_rng_init(&rng, 41, SGBD_RNG_SYNTH);
+    for (size_t k = 0; k < (size_t)U * D; k++)
+        s->users[k] = (float)sgbd_rng_normal(&rng);
+    for (size_t k = 0; k < (size_t)I * D; k++)
+        s->items[k] = (float)(0.1 * sgbd_rng_normal(&rng));
+    ptr[0] = 0;
+    for (int u = 0; u < U; u++) {
+        ptr[u + 1] = ptr[u] + 1;
+        seen[u] = (uint32_t)(u * 197 % I);
+    }
+    CHECK_INT(sgbd_snapshot_set_seen(s, ptr, seen), 0);
+    CHECK_INT(sgbd_snapshot_finish(s), 0);
+    if (sgbd_topk_screen_supported(D))
+        CHECK(sgbd_snapshot_bytes(s) >= (size_t)I * D * 2 +
+                                            2 * (size_t)I * D * 4);
+    CHECK_INT(sgbd_snapshot_publish(slot, s, 0), 0);
+    for (int u = 0; u < U; u++) {
+        struct sgbd_api_request req = {0};
+        struct sgbd_api_response resp;
+        uint64_t *bits = sgbd_bitset_new(I);
+        char path[64], want[K][16];
+        int n;
+
+        sgbd_bitset_set(bits, seen[u]);
+        n = sgbd_topk_user(s->users + (size_t)u * D,
+                           sgbd_mat_view(s->items, I, D), K, bits, idx, sc);
+        CHECK_INT(n, K);
+        snprintf(path, sizeof(path), "/v1/users/u%d/recommendations", u);
+        req.method = "GET";
+        req.path = path;
+        req.n_args = 1;
+        req.args[0] = (struct sgbd_api_arg){"k", "25"};
+        if (sgbd_api_begin(api, &req, &resp) == 0)
+            sgbd_api_handle(api, &req, &resp);
+        CHECK_INT(resp.status, 200);
+        json_t *j = json_loadb(resp.body, resp.len, 0, NULL);
+        json_t *items = json_object_get(j, "items");
+        CHECK_INT(json_array_size(items), K);
+        for (int r = 0; r < K && r < (int)json_array_size(items); r++) {
+            snprintf(want[r], sizeof(want[r]), "i%u", idx[r]);
+            CHECK_STR(json_string_value(json_object_get(
+                          json_array_get(items, (size_t)r), "item_id")),
+                      want[r]);
+        }
+        json_decref(j);
+        sgbd_api_finish(api, &req, &resp, 0);
+        sgbd_api_response_clear(&resp);
+        sgbd_bitset_free(bits);
+    }
+    sgbd_api_free(api);
+    sgbd_snapshot_slot_free(slot);
+}
+
 int main(void)
 {
     RUN(test_snapshot_ids_seen_and_popularity);
@@ -535,5 +613,6 @@ int main(void)
     RUN(test_snapshot_overlay_without_model_then_first_publish);
     RUN(test_snapshot_swap_under_concurrent_readers);
     RUN(test_snapshot_api_responses_consistent_under_swaps);
+    RUN(test_snapshot_served_top_k_is_the_plain_scan);
     return harness_finish();
 }
