@@ -673,6 +673,7 @@ void api_h_similar(struct call *c)
     struct reco_out out = {0};
     uint64_t *bits = NULL;
     float *q = NULL;
+    struct sgbd_mat items;
     struct sgbd_json w;
     size_t k;
     long n;
@@ -691,8 +692,12 @@ void api_h_similar(struct call *c)
         goto out;
     }
     similar_inputs(&c->view, ref.vec, ref.index, &l, q, bits);
-    n = sgbd_topk_user(q, sgbd_mat_view(s->items_unit, s->n_items, s->dim),
-                       k, bits, out.idx, out.score);
+    items = sgbd_mat_view(s->items_unit, s->n_items, s->dim);
+    n = s->unit_screen.v ? sgbd_topk_user_screened(q, items, &s->unit_screen,
+                                                   k, bits, out.idx,
+                                                   out.score)
+                         : sgbd_topk_user(q, items, k, bits, out.idx,
+                                          out.score);
     if (n >= 0)
         n = merge_overlay(&c->view, q, k, NULL, &l, 1, ref.index, out.idx,
                           out.score, (size_t)n);

@@ -475,6 +475,10 @@ int sgbd_snapshot_finish(struct sgbd_snapshot *s)
         rc = sgbd_topk_screen_init(&s->items_screen,
                                    sgbd_mat_view(s->items, s->n_items,
                                                  s->dim));
+    if (rc == 0 && sgbd_topk_screen_supported(s->dim))
+        rc = sgbd_topk_screen_init(&s->unit_screen,
+                                   sgbd_mat_view(s->items_unit, s->n_items,
+                                                 s->dim));
     if (rc != 0)
         return rc;
     s->frozen = 1;
@@ -495,6 +499,7 @@ void sgbd_snapshot_free(struct sgbd_snapshot *s)
     big_free(s->items_unit, s->items_unit ? mat_bytes(s->n_items, s->dim)
                                           : 0);
     sgbd_topk_screen_deinit(&s->items_screen);
+    sgbd_topk_screen_deinit(&s->unit_screen);
     free(s->seen_ptr);
     free(s->seen_items);
     free(s->hidden);
@@ -547,6 +552,7 @@ size_t sgbd_snapshot_bytes(const struct sgbd_snapshot *s)
     b += ((size_t)s->n_items + 63) / 64 * 8 + (size_t)s->n_items * 8;
     b += idmap_bytes(s->user_map) + idmap_bytes(s->item_map);
     b += sgbd_topk_screen_bytes(&s->items_screen);
+    b += sgbd_topk_screen_bytes(&s->unit_screen);
     if (s->model)
         b += s->model->layout.n * sizeof(float);
     return b;

@@ -528,9 +528,10 @@ static void test_snapshot_api_responses_consistent_under_swaps(void)
 }
 
 /*
- * A catalogue large enough for the bfloat16 screen: the recommendations
- * the API serves are the plain float scan's top k over the unseen items,
- * in the same order, and the snapshot counts the screen in its bytes.
+ * A catalogue large enough for the bfloat16 screens: the recommendations
+ * and similar items the API serves are the plain float scan's top k (over
+ * the unseen items; over the unit rows but the item itself), in the same
+ * order, and the snapshot counts the screens in its bytes.
  */
 static void test_snapshot_served_top_k_is_the_plain_scan(void)
 {
@@ -563,7 +564,7 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
     CHECK_INT(sgbd_snapshot_set_seen(s, ptr, seen), 0);
     CHECK_INT(sgbd_snapshot_finish(s), 0);
     if (sgbd_topk_screen_supported(D))
-        CHECK(sgbd_snapshot_bytes(s) >= (size_t)I * D * 2 +
+        CHECK(sgbd_snapshot_bytes(s) >= 2 * (size_t)I * D * 2 +
                                             2 * (size_t)I * D * 4);
     CHECK_INT(sgbd_snapshot_publish(slot, s, 0), 0);
     for (int u = 0; u < U; u++) {
@@ -595,6 +596,39 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
                       want[r]);
         }
         json_decref(j);
+        sgbd_api_finish(api, &req, &resp, 0);
+        sgbd_api_response_clear(&resp);
+        sgbd_bitset_free(bits);
+    }
+    for (int j = 0; j < I; j += 997) {   /* similar items, on unit rows */
+        struct sgbd_api_request req = {0};
+        struct sgbd_api_response resp;
+        uint64_t *bits = sgbd_bitset_new(I);
+        char path[64], want[16];
+
+        sgbd_bitset_set(bits, (size_t)j);
+        CHECK_INT(sgbd_topk_user(s->items_unit + (size_t)j * D,
+                                 sgbd_mat_view(s->items_unit, I, D), K, bits,
+                                 idx, sc),
+                  K);
+        snprintf(path, sizeof(path), "/v1/items/i%d/similar", j);
+        req.method = "GET";
+        req.path = path;
+        req.n_args = 1;
+        req.args[0] = (struct sgbd_api_arg){"k", "25"};
+        if (sgbd_api_begin(api, &req, &resp) == 0)
+            sgbd_api_handle(api, &req, &resp);
+        CHECK_INT(resp.status, 200);
+        json_t *jr = json_loadb(resp.body, resp.len, 0, NULL);
+        json_t *items = json_object_get(jr, "items");
+        CHECK_INT(json_array_size(items), K);
+        for (int r = 0; r < K && r < (int)json_array_size(items); r++) {
+            snprintf(want, sizeof(want), "i%u", idx[r]);
+            CHECK_STR(json_string_value(json_object_get(
+                          json_array_get(items, (size_t)r), "item_id")),
+                      want);
+        }
+        json_decref(jr);
         sgbd_api_finish(api, &req, &resp, 0);
         sgbd_api_response_clear(&resp);
         sgbd_bitset_free(bits);

@@ -89,9 +89,10 @@ struct sgbd_snapshot {
 
     /* Derived or copied by the set_*() calls and finish(). */
     float *items_unit;              /* (I, D) rows of items / ||row||_2 */
-    struct sgbd_topk_screen items_screen; /* bfloat16 copy of items, for
-                                             the screened top-k; empty
-                                             where the CPU cannot use it */
+    struct sgbd_topk_screen items_screen; /* bfloat16 copies of items */
+    struct sgbd_topk_screen unit_screen;  /* and of items_unit, for the
+                                             screened top-k; empty where
+                                             the CPU cannot use them */
     uint64_t *seen_ptr;             /* (U + 1) seen items of user u are */
     uint32_t *seen_items;           /* seen_items[seen_ptr[u] ..], sorted */
     uint64_t *hidden;               /* ((I + 63) / 64) bit i: item i hidden */
