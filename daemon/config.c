@@ -145,7 +145,7 @@ static const struct opt options[] = {
      "validation; 0: none"},
     {"retrain", "threads", OPT_INT, F(retrain_threads), "1", 0, 256, 1,
      "maths threads of a retrain (the compute pool); 0: all cores"},
-    {"retrain", "nice", OPT_INT, F(retrain_nice), "19", 0, 19, 0,
+    {"retrain", "nice", OPT_INT, F(retrain_nice), "10", 0, 19, 0,
      "niceness of the retrain threads: they get what serving leaves"},
 
     {"log", "level", OPT_STRING, F(log_level), "info", 0, 0, 1,
