@@ -527,6 +527,43 @@ static void test_snapshot_api_responses_consistent_under_swaps(void)
     CHECK_INT(live, 0);
 }
 
+/* GET path?k=25 through the API: the parsed body, NULL unless 200. */
+static json_t *api_get_k25(struct sgbd_api *api, const char *path)
+{
+    struct sgbd_api_request req = {0};
+    struct sgbd_api_response resp;
+    json_t *j = NULL;
+
+    req.method = "GET";
+    req.path = path;
+    req.n_args = 1;
+    req.args[0] = (struct sgbd_api_arg){"k", "25"};
+    if (sgbd_api_begin(api, &req, &resp) == 0)
+        sgbd_api_handle(api, &req, &resp);
+    if (resp.status == 200)
+        j = json_loadb(resp.body, resp.len, 0, NULL);
+    sgbd_api_finish(api, &req, &resp, 0);
+    sgbd_api_response_clear(&resp);
+    return j;
+}
+
+/* The "items" of body j are item ids i<idx[0]> .. i<idx[n - 1]>. */
+static void check_item_ids(json_t *j, const uint32_t *idx, size_t n)
+{
+    json_t *items = json_object_get(j, "items");
+    char want[16];
+
+    CHECK(j != NULL);
+    CHECK_INT(json_array_size(items), n);
+    for (size_t r = 0; r < n && r < json_array_size(items); r++) {
+        snprintf(want, sizeof(want), "i%u", idx[r]);
+        CHECK_STR(json_string_value(json_object_get(
+                      json_array_get(items, r), "item_id")),
+                  want);
+    }
+    json_decref(j);
+}
+
 /*
  * A catalogue large enough for the bfloat16 screens: the recommendations
  * and similar items the API serves are the plain float scan's top k (over
@@ -545,6 +582,7 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
     uint64_t ptr[U + 1];
     uint32_t seen[U], idx[K];
     float sc[K];
+    char path[64];
 
     sgbd_config_defaults(&cfg);
     CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
@@ -568,43 +606,19 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
                                             2 * (size_t)I * D * 4);
     CHECK_INT(sgbd_snapshot_publish(slot, s, 0), 0);
     for (int u = 0; u < U; u++) {
-        struct sgbd_api_request req = {0};
-        struct sgbd_api_response resp;
         uint64_t *bits = sgbd_bitset_new(I);
-        char path[64], want[K][16];
-        int n;
 
         sgbd_bitset_set(bits, seen[u]);
-        n = sgbd_topk_user(s->users + (size_t)u * D,
-                           sgbd_mat_view(s->items, I, D), K, bits, idx, sc);
-        CHECK_INT(n, K);
+        CHECK_INT(sgbd_topk_user(s->users + (size_t)u * D,
+                                 sgbd_mat_view(s->items, I, D), K, bits, idx,
+                                 sc),
+                  K);
         snprintf(path, sizeof(path), "/v1/users/u%d/recommendations", u);
-        req.method = "GET";
-        req.path = path;
-        req.n_args = 1;
-        req.args[0] = (struct sgbd_api_arg){"k", "25"};
-        if (sgbd_api_begin(api, &req, &resp) == 0)
-            sgbd_api_handle(api, &req, &resp);
-        CHECK_INT(resp.status, 200);
-        json_t *j = json_loadb(resp.body, resp.len, 0, NULL);
-        json_t *items = json_object_get(j, "items");
-        CHECK_INT(json_array_size(items), K);
-        for (int r = 0; r < K && r < (int)json_array_size(items); r++) {
-            snprintf(want[r], sizeof(want[r]), "i%u", idx[r]);
-            CHECK_STR(json_string_value(json_object_get(
-                          json_array_get(items, (size_t)r), "item_id")),
-                      want[r]);
-        }
-        json_decref(j);
-        sgbd_api_finish(api, &req, &resp, 0);
-        sgbd_api_response_clear(&resp);
+        check_item_ids(api_get_k25(api, path), idx, K);
         sgbd_bitset_free(bits);
     }
     for (int j = 0; j < I; j += 997) {   /* similar items, on unit rows */
-        struct sgbd_api_request req = {0};
-        struct sgbd_api_response resp;
         uint64_t *bits = sgbd_bitset_new(I);
-        char path[64], want[16];
 
         sgbd_bitset_set(bits, (size_t)j);
         CHECK_INT(sgbd_topk_user(s->items_unit + (size_t)j * D,
@@ -612,25 +626,7 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
                                  idx, sc),
                   K);
         snprintf(path, sizeof(path), "/v1/items/i%d/similar", j);
-        req.method = "GET";
-        req.path = path;
-        req.n_args = 1;
-        req.args[0] = (struct sgbd_api_arg){"k", "25"};
-        if (sgbd_api_begin(api, &req, &resp) == 0)
-            sgbd_api_handle(api, &req, &resp);
-        CHECK_INT(resp.status, 200);
-        json_t *jr = json_loadb(resp.body, resp.len, 0, NULL);
-        json_t *items = json_object_get(jr, "items");
-        CHECK_INT(json_array_size(items), K);
-        for (int r = 0; r < K && r < (int)json_array_size(items); r++) {
-            snprintf(want, sizeof(want), "i%u", idx[r]);
-            CHECK_STR(json_string_value(json_object_get(
-                          json_array_get(items, (size_t)r), "item_id")),
-                      want);
-        }
-        json_decref(jr);
-        sgbd_api_finish(api, &req, &resp, 0);
-        sgbd_api_response_clear(&resp);
+        check_item_ids(api_get_k25(api, path), idx, K);
         sgbd_bitset_free(bits);
     }
     sgbd_api_free(api);
