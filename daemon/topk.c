@@ -718,7 +718,6 @@ int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
-#define HAVE_SCREEN_KERNEL 1
 
 static int screen_hw(size_t d)
 {
