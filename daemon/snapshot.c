@@ -247,7 +247,10 @@ int sgbd_snapshot_new(struct sgbd_snapshot **out, uint64_t version,
     if (!s->users || !s->items || !s->seen_ptr || !s->seen_items ||
         !s->hidden) {
         sgbd_snapshot_free(s);
-        return -ENOMEM;
+        return sgbd_errf(-ENOMEM, "snapshot: no memory for %u users and %u "
+                         "items of width %zu (%zu MiB)", n_users, n_items,
+                         dim, (mat_bytes(n_users, dim) +
+                               mat_bytes(n_items, dim)) >> 20);
     }
     atomic_fetch_add(&live_count, 1);
     s->counted = 1;
