@@ -73,8 +73,7 @@ static int cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Sort each user's segment and drop repeats, compacting items in place. */
-static void sort_unique(struct sgbd_itemsets *s, uint32_t n_users)
+void sgbd_itemsets_sort_unique(struct sgbd_itemsets *s, uint32_t n_users)
 {
     uint64_t w = 0, begin = 0;
 
@@ -121,7 +120,7 @@ static int build_itemsets(struct sgbd_itemsets *s, uint32_t n_users,
         if (rows->labels[r] == label && (!keep || keep[rows->users[r]]))
             s->items[fill[rows->users[r]]++] = rows->items[r];
     free(fill);
-    sort_unique(s, n_users);
+    sgbd_itemsets_sort_unique(s, n_users);
     return 0;
 }
 

@@ -192,32 +192,6 @@ void sgbd_holdout_data_free(struct sgbd_holdout_data *d)
 
 /* ---- per-user sets ---- */
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-    return (x > y) - (x < y);
-}
-
-/* Sort each user's segment and drop repeats, compacting in place. */
-static void sort_unique(struct sgbd_itemsets *s, uint32_t n_users)
-{
-    uint64_t w = 0, begin = 0;
-
-    for (uint32_t u = 0; u < n_users; u++) {
-        uint64_t end = s->ptr[u + 1];
-
-        qsort(s->items + begin, (size_t)(end - begin), sizeof(uint32_t),
-              cmp_u32);
-        s->ptr[u] = w;
-        for (uint64_t k = begin; k < end; k++)
-            if (w == s->ptr[u] || s->items[w - 1] != s->items[k])
-                s->items[w++] = s->items[k];
-        begin = end;
-    }
-    s->ptr[n_users] = w;
-}
-
 /* Sets of the events k with cls[k] == want (counting sort by user). */
 static int build_sets(struct sgbd_itemsets *s, uint32_t n_users,
                       const struct sgbd_holdout_event *ev, size_t n,
@@ -245,7 +219,7 @@ static int build_sets(struct sgbd_itemsets *s, uint32_t n_users,
         if (cls[k] == want)
             s->items[fill[ev[k].user]++] = ev[k].item;
     free(fill);
-    sort_unique(s, n_users);
+    sgbd_itemsets_sort_unique(s, n_users);
     return 0;
 }
 

@@ -49,6 +49,11 @@ struct sgbd_features {
 /* Whether user u has item i in the set (binary search). */
 int sgbd_itemsets_has(const struct sgbd_itemsets *s, uint32_t u, uint32_t i);
 
+/* Sort each of the n_users segments of s and drop repeats, compacting
+ * items in place and rewriting ptr: how the builders turn grouped rows
+ * into sets. */
+void sgbd_itemsets_sort_unique(struct sgbd_itemsets *s, uint32_t n_users);
+
 void sgbd_dataset_free(struct sgbd_dataset *ds);
 void sgbd_features_free(struct sgbd_features *f);
 
