@@ -44,7 +44,8 @@ struct sgbd_store {
     MDB_dbi items, item_ids, features, channels, users, user_ids;
     MDB_dbi inter, inter_keys, ckpts, chunks, meta;
     pthread_rwlock_t gate;
-    size_t map_cur, map_max;   /* written only with the gate exclusive */
+    size_t map_cur, map_max;   /* written with the gate exclusive, read
+                                  * with it held (mdb_fail reads map_cur) */
     int read_only;
     char *path;
 };
@@ -212,8 +213,9 @@ static int adopt_map_size(struct sgbd_store *s)
     if (mrc == 0 && mdb_env_info(s->env, &info) == 0 &&
         info.me_mapsize > s->map_cur)
         s->map_cur = info.me_mapsize;
+    rc = mrc ? mdb_fail(s, mrc, "adopt map size") : 0;
     pthread_rwlock_unlock(&s->gate);
-    return mrc ? mdb_fail(s, mrc, "adopt map size") : 0;
+    return rc;
 }
 
 /* Double the map (up to map_max) unless someone grew it since `seen`. */
@@ -234,9 +236,11 @@ static int grow_map(struct sgbd_store *s, size_t seen)
         if (mrc == 0)
             s->map_cur = to;
     }
-    pthread_rwlock_unlock(&s->gate);
     if (mrc)
-        return mdb_fail(s, mrc, "grow map");
+        rc = mdb_fail(s, mrc, "grow map");
+    pthread_rwlock_unlock(&s->gate);
+    if (rc < 0)
+        return rc;
     if (from == seen && to == from)
         return sgbd_errf(SGBD_E_MAPFULL, "%s: map full at %zu MiB, the "
                          "configured maximum", s->path, from / MIB);
@@ -255,9 +259,12 @@ static int txn_begin(struct sgbd_store *s, unsigned flags, MDB_txn **txn)
         mrc = mdb_txn_begin(s->env, NULL, flags, txn);
         if (mrc == 0)
             return 0;
+        if (mrc != MDB_MAP_RESIZED || tries >= 3) {
+            rc = mdb_fail(s, mrc, "begin transaction");
+            gate_leave(s);
+            return rc;
+        }
         gate_leave(s);
-        if (mrc != MDB_MAP_RESIZED || tries >= 3)
-            return mdb_fail(s, mrc, "begin transaction");
         rc = adopt_map_size(s);
         if (rc < 0)
             return rc;
@@ -273,9 +280,10 @@ static void txn_abort(struct sgbd_store *s, MDB_txn *txn)
 static int txn_commit(struct sgbd_store *s, MDB_txn *txn)
 {
     int mrc = mdb_txn_commit(txn);
+    int rc = mrc ? mdb_fail(s, mrc, "commit") : 0;
 
     gate_leave(s);
-    return mrc ? mdb_fail(s, mrc, "commit") : 0;
+    return rc;
 }
 
 typedef int (*txn_fn)(struct sgbd_store *s, MDB_txn *txn, void *ctx);
@@ -2116,9 +2124,10 @@ static int copy_to_fd(struct sgbd_store *s, int fd)
             return sgbd_errf(-errno, "backup: %s", strerror(errno));
         gate_enter(s);
         mrc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+        rc = mrc ? mdb_fail(s, mrc, "backup copy") : 0;
         gate_leave(s);
         if (mrc != MDB_MAP_RESIZED || tries >= 3)
-            return mrc ? mdb_fail(s, mrc, "backup copy") : 0;
+            return rc;
         if ((rc = adopt_map_size(s)) < 0)
             return rc;
     }
