@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "sgbd/bf16.h"
+#include "sgbd/err.h"
 #include "sgbd/mat.h"
 #include "sgbd/parallel.h"
 #include "simd.h"
@@ -36,6 +38,52 @@ int sgbd_layer_linear_backward(float *dx, float *dw, float *db, const float *dy,
     if (dw && rc == 0)
         rc = sgbd_mat_gemm_tn(sgbd_mat_view(dw, out, in), dym,
                               sgbd_mat_view((float *)x, B, in), 1.0f, 1.0f);
+    if (db && rc == 0) {
+        for (size_t r = 0; r < B; r++)
+            sgbd_mat_axpy(out, 1.0f, dy + r * out, db);
+    }
+    return rc;
+}
+
+static int fixed_shape(const struct sgbd_bf16_fixed *xb, size_t B, size_t in)
+{
+    if (xb->rows == B && xb->cols == in)
+        return 0;
+    return sgbd_errf(SGBD_E_SHAPE, "linear: bfloat16 input (%zu, %zu), "
+                     "expected (%zu, %zu)", xb->rows, xb->cols, B, in);
+}
+
+int sgbd_layer_fixed_linear_forward(float *y, const float *x,
+                                    struct sgbd_bf16_fixed *xb,
+                                    const float *w, const float *b, size_t B,
+                                    size_t in, size_t out)
+{
+    if (!xb)
+        return sgbd_layer_linear_forward(y, x, w, b, B, in, out);
+    if (fixed_shape(xb, B, in) < 0)
+        return SGBD_E_SHAPE;
+    for (size_t r = 0; r < B; r++) {
+        if (b)
+            memcpy(y + r * out, b, out * sizeof(float));
+        else
+            memset(y + r * out, 0, out * sizeof(float));
+    }
+    return sgbd_bf16_gemm_nt(y, w, out, xb);
+}
+
+int sgbd_layer_fixed_linear_backward(float *dw, float *db, const float *dy,
+                                     const float *x,
+                                     struct sgbd_bf16_fixed *xb, size_t B,
+                                     size_t in, size_t out)
+{
+    int rc;
+
+    if (!xb)
+        return sgbd_layer_linear_backward(NULL, dw, db, dy, x, NULL, B, in,
+                                          out);
+    if (fixed_shape(xb, B, in) < 0)
+        return SGBD_E_SHAPE;
+    rc = dw ? sgbd_bf16_gemm_tn(dw, dy, out, xb) : 0;
     if (db && rc == 0) {
         for (size_t r = 0; r < B; r++)
             sgbd_mat_axpy(out, 1.0f, dy + r * out, db);

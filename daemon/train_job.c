@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sgbd/bf16.h"
 #include "sgbd/bpr.h"
 #include "sgbd/bulkio.h"
 #include "sgbd/checkpoint.h"
@@ -92,6 +93,10 @@ void sgbd_train_job_hparams(struct sgbd_hparams *hp,
     hp->ssl_temp = c->ssl_temp;
     hp->temp = c->temp;
     hp->dualgnn_inplace_bug = c->dualgnn_inplace_bug;
+    hp->bf16_features = c->bf16_features && sgbd_bf16_supported();
+    if (c->bf16_features && !hp->bf16_features)
+        SGBD_WARN("bf16_features_unsupported", "msg=\"no AVX512-BF16 on "
+                  "this CPU; features are projected in float32\"");
 }
 
 static int open_store(struct run *r);

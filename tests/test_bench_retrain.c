@@ -8,7 +8,8 @@
  *    store; a first model (one cold epoch, only so that there is a model
  *    to warm-start from), then 1% more interactions and 20 new items,
  *    and one warm retrain of SGBD_BENCH_EPOCHS (5) epochs of sgbd with
- *    SGBD_BENCH_MODEL (dragon) on SGBD_BENCH_THREADS (1) maths threads:
+ *    SGBD_BENCH_MODEL (dragon) on SGBD_BENCH_THREADS (1) maths threads,
+ *    feature projections in bfloat16 with SGBD_BENCH_BF16=1 (0):
  *    the whole job (read, model, epochs, gate, checkpoint, publish) and
  *    the process's peak RSS.
  *
@@ -230,6 +231,7 @@ static void test_retrain_bench_baby_duration(void)
     cfg.retrain_epochs = env_int("SGBD_BENCH_EPOCHS", 5);
     cfg.retrain_initial_epochs = 1;
     cfg.retrain_threads = env_int("SGBD_BENCH_THREADS", 1);
+    cfg.bf16_features = env_int("SGBD_BENCH_BF16", 0);
     cfg.retrain_tolerance = 1.0;         /* time the whole path */
     CHECK_INT(open_store(db, &s), 0);
     CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
@@ -248,10 +250,10 @@ static void test_retrain_bench_baby_duration(void)
     CHECK_STR(st.last_outcome, "published");
     sgbd_snapshot_live(&live, &bytes);
     printf("bench retrain_warm baby model=%s optimizer=sgbd epochs=%d "
-           "threads=%d users=%llu items=%llu s=%.1f job_s=%.1f "
+           "threads=%d bf16_features=%d users=%llu items=%llu s=%.1f job_s=%.1f "
            "first_model_s=%.1f peak_rss_mb=%.0f snapshots=%ld "
            "snapshot_mb=%.1f\n", cfg.model, cfg.retrain_epochs,
-           cfg.retrain_threads, (unsigned long long)c.users,
+           cfg.retrain_threads, cfg.bf16_features, (unsigned long long)c.users,
            (unsigned long long)c.items + 20, now_s() - t0, st.last_duration_s,
            first_s, rss_mb(), live, (double)bytes / 1e6);
     fflush(stdout);
@@ -431,6 +433,7 @@ static int ia_run(const char *sci, const char *model, const char *opt,
     cfg.retrain_enabled = 0;
     cfg.retrain_initial_epochs = env_int("SGBD_BENCH_IA_EPOCHS", 300);
     cfg.retrain_threads = env_int("SGBD_BENCH_THREADS", 1);
+    cfg.bf16_features = env_int("SGBD_BENCH_BF16", 0);
     snprintf(name, sizeof(name), "%s-%d", kind, seed);
     rc = ia_open(&x, sci, opt, name, &cfg);
     t0 = now_s();

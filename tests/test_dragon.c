@@ -7,6 +7,7 @@
 #include "knn_ref.h"
 #include "mmgcn_ref.h"
 #include "model_fixture.h"
+#include "sgbd/bf16.h"
 #include "sgbd/err.h"
 #include "sgbd/models.h"
 
@@ -21,8 +22,8 @@ static const size_t dims2[2] = {5, 3};
 static const char *const names1[1] = {"image"};
 static const size_t dims1[1] = {6};
 
-static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
-                const struct sgbd_features *f, double reg)
+static int make_with(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                     const struct sgbd_features *f, double reg, int bf16)
 {
     struct sgbd_hparams hp;
     struct sgbd_model_input in = {ds, f, &hp};
@@ -30,7 +31,14 @@ static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
     sgbd_hparams_defaults(&hp);
     hp.reg_weight = reg;
     hp.knn_k = KNN;
+    hp.bf16_features = bf16;
     return sgbd_dragon_ops.create(m, &in);
+}
+
+static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                const struct sgbd_features *f, double reg)
+{
+    return make_with(m, ds, f, reg, 0);
 }
 
 static void isolated_user_dataset(struct sgbd_dataset *ds, uint64_t seed)
@@ -145,6 +153,47 @@ static void test_dragon_loss_is_deterministic_and_adds(void)
     fixture_dataset_free(&ds);
 }
 
+/*
+ * With bf16_features the feature projections multiply rounded inputs:
+ * the loss and gradient move by about the rounding (2^-9 relative), and
+ * no more. They must move at all, or the bfloat16 path was not taken.
+ */
+static void test_dragon_bf16_features_keep_the_gradient(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m32 = NULL, *m16 = NULL;
+    struct fixture_batch fb;
+    double dot = 0, n32 = 0, n16 = 0;
+
+    if (!sgbd_bf16_supported())
+        SKIP("no AVX512-BF16 on this CPU");
+    fixture_dataset(&ds, TU, TI, 30, 21);
+    fixture_features(&f, TI, 2, names2, dims2, 22);
+    fixture_batch(&fb, &ds, 8, 23);
+    CHECK_INT(make_with(&m32, &ds, &f, 1e-2, 0), 0);
+    CHECK_INT(make_with(&m16, &ds, &f, 1e-2, 1), 0);
+    size_t n = m32->layout.n;
+    CHECK_INT(m16->layout.n, n);
+    float *theta = fixture_theta(m32, 24, 1.0f);
+    float *g32 = calloc(n, sizeof(float)), *g16 = calloc(n, sizeof(float));
+    double l32 = m32->ops->loss_grad(m32, theta, g32, &fb.b);
+    double l16 = m16->ops->loss_grad(m16, theta, g16, &fb.b);
+    CHECK(isfinite(l32) && isfinite(l16));
+    CHECK_NEAR(l16, l32, 1e-2 * fabs(l32));
+    for (size_t k = 0; k < n; k++) {
+        dot += (double)g32[k] * g16[k];
+        n32 += (double)g32[k] * g32[k], n16 += (double)g16[k] * g16[k];
+    }
+    CHECK(dot / sqrt(n32 * n16) > 0.999);
+    CHECK(memcmp(g32, g16, n * sizeof(float)) != 0);
+    free(g16), free(g32);
+    sgbd_params_free_arena(theta);
+    m16->ops->free(m16), m32->ops->free(m32);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
 static void test_dragon_new_item_from_features(void)
 {
     struct sgbd_dataset ds;
@@ -222,6 +271,7 @@ int main(void)
     RUN(test_dragon_forward_matches_dense_reference);
     RUN(test_dragon_loss_gradient);
     RUN(test_dragon_loss_is_deterministic_and_adds);
+    RUN(test_dragon_bf16_features_keep_the_gradient);
     RUN(test_dragon_new_item_from_features);
     RUN(test_dragon_rejects_bad_input);
     return harness_finish();

@@ -42,10 +42,12 @@ static int declare_channel(struct sgbd_mmgcn *g, int c, const char *name,
     return ch->t_w2 < 0 ? ch->t_w2 : ch->t_b2 < 0 ? ch->t_b2 : 0;
 }
 
-static int alloc_channel(struct sgbd_mmgcn *g, int c, struct sgbd_mat f)
+static int alloc_channel(struct sgbd_mmgcn *g, int c, struct sgbd_mat f,
+                         int bf16)
 {
     struct sgbd_mmgcn_channel *ch = &g->ch[c];
     size_t ND = g->N * g->D;
+    int rc;
 
     ch->dim = f.cols;
     ch->feat = mdl_copy_mat(f);
@@ -59,7 +61,11 @@ static int alloc_channel(struct sgbd_mmgcn *g, int c, struct sgbd_mat f)
         !ch->r || !ch->dr)
         return -ENOMEM;
     mdl_col_means(f, ch->feat_mean);
-    return 0;
+    if (!bf16)
+        return 0;
+    rc = sgbd_bf16_fixed_init(&ch->feat_bf, ch->feat, g->I, ch->dim);
+    ch->fb = rc == 0 ? &ch->feat_bf : NULL;
+    return rc;
 }
 
 int sgbd_mmgcn_init(struct sgbd_mmgcn *g, const struct sgbd_model_input *in,
@@ -77,7 +83,7 @@ int sgbd_mmgcn_init(struct sgbd_mmgcn *g, const struct sgbd_model_input *in,
     g->C = f->n;
     g->layout = layout;
     for (int c = 0; c < g->C; c++) {
-        rc = alloc_channel(g, c, f->ch[c].m);
+        rc = alloc_channel(g, c, f->ch[c].m, in->hp->bf16_features);
         if (rc == 0)
             rc = declare_channel(g, c, f->ch[c].name, layout);
         if (rc < 0)
@@ -107,6 +113,7 @@ void sgbd_mmgcn_deinit(struct sgbd_mmgcn *g)
         struct sgbd_mmgcn_channel *ch = &g->ch[c];
         free(ch->dr), free(ch->r), free(ch->norm), free(ch->x);
         free(ch->h1), free(ch->feat_mean), free(ch->feat);
+        sgbd_bf16_fixed_deinit(&ch->feat_bf);
     }
     free(g->dh), free(g->dft), free(g->tb), free(g->ta);
     sgbd_csr_free(&g->adj);
@@ -131,9 +138,10 @@ static int channel_input(struct sgbd_mmgcn *g, const struct sgbd_params *p,
     size_t D = g->D, UD = g->U * D;
     int rc;
 
-    rc = sgbd_layer_linear_forward(ch->h1, ch->feat, tens(theta, p, ch->t_w1),
-                                   tens(theta, p, ch->t_b1), g->I, ch->dim,
-                                   g->H);
+    rc = sgbd_layer_fixed_linear_forward(ch->h1, ch->feat, ch->fb,
+                                         tens(theta, p, ch->t_w1),
+                                         tens(theta, p, ch->t_b1), g->I,
+                                         ch->dim, g->H);
     if (rc < 0)
         return rc;
     sgbd_layer_leaky_forward(ch->h1, ch->h1, g->I * g->H);
@@ -202,9 +210,9 @@ static int channel_backward(struct sgbd_mmgcn *g, const float *theta,
     if (rc < 0)
         return rc;
     sgbd_layer_leaky_backward_inplace(g->dh, ch->h1, g->I * g->H);
-    return sgbd_layer_linear_backward(
-        NULL, grad + p->t[ch->t_w1].offset, grad + p->t[ch->t_b1].offset, g->dh,
-        ch->feat, tens(theta, p, ch->t_w1), g->I, ch->dim, g->H);
+    return sgbd_layer_fixed_linear_backward(
+        grad + p->t[ch->t_w1].offset, grad + p->t[ch->t_b1].offset, g->dh,
+        ch->feat, ch->fb, g->I, ch->dim, g->H);
 }
 
 int sgbd_mmgcn_backward(struct sgbd_mmgcn *g, const float *theta, float *grad)

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sgbd/bf16.h"
 #include "sgbd/csr.h"
 #include "sgbd/graph.h"
 #include "sgbd/model.h"
@@ -27,6 +28,8 @@
 struct sgbd_mmgcn_channel {
     size_t dim;       /* D_c */
     float *feat;      /* (I, D_c) owned copy of the features */
+    struct sgbd_bf16_fixed feat_bf; /* feat rounded, with bf16_features */
+    struct sgbd_bf16_fixed *fb;     /* &feat_bf, or NULL in float32 */
     float *feat_mean; /* (D_c) column means, for a missing channel */
     int t_pref, t_w1, t_b1, t_w2, t_b2;
     float *h1;   /* (I, H) leaky activations of the forward */

@@ -64,6 +64,7 @@ struct sgbd_config {
     char valid_metric[32];       /* e.g. recall@20 */
     char topk[64];               /* evaluated K list, "5,10,20" */
     int threads;                 /* OpenBLAS and SpMM threads for training */
+    int bf16_features;           /* feature projections in bfloat16 */
 
     /* [retrain] */
     int retrain_enabled;

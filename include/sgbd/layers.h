@@ -46,6 +46,26 @@ int sgbd_layer_linear_backward(float *dx, float *dw, float *db, const float *dy,
                                const float *x, const float *w, size_t B,
                                size_t in, size_t out);
 
+struct sgbd_bf16_fixed;
+
+/*
+ * The linear layer over a fixed input x (B, In), the item features: as
+ * sgbd_layer_linear_forward, multiplied in bfloat16 when xb (x rounded
+ * once, bf16.h) is not NULL. The bfloat16 product grows xb's scratch on
+ * first use: returns 0, SGBD_E_SHAPE or -ENOMEM.
+ */
+int sgbd_layer_fixed_linear_forward(float *y, const float *x,
+                                    struct sgbd_bf16_fixed *xb,
+                                    const float *w, const float *b, size_t B,
+                                    size_t in, size_t out);
+
+/* Its backward, with no dx: dw (O, In) += dy^T x, db (O) += column sums
+ * of dy; in bfloat16 when xb is not NULL. */
+int sgbd_layer_fixed_linear_backward(float *dw, float *db, const float *dy,
+                                     const float *x,
+                                     struct sgbd_bf16_fixed *xb, size_t B,
+                                     size_t in, size_t out);
+
 /* Leaky ReLU, slope SGBD_LEAKY_SLOPE, over n values; y may equal x. */
 void sgbd_layer_leaky_forward(float *y, const float *x, size_t n);
 

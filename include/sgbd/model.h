@@ -40,6 +40,8 @@ struct sgbd_hparams {
     double dropout;          /* FREEDOM edge dropout */
     double ssl_alpha, ssl_temp, temp; /* SLMRec */
     int dualgnn_inplace_bug; /* reproduce MMRec's fusion (on) */
+    int bf16_features;       /* feature projections in bfloat16 where the
+                              * CPU can (bf16.h; off) */
 };
 
 void sgbd_hparams_defaults(struct sgbd_hparams *hp);

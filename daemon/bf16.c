@@ -1,0 +1,304 @@
+/*
+ * bf16.c - bfloat16 products with a fixed matrix (see bf16.h).
+ *
+ * Both products are C (m, n) += A B with A a layout of the fixed X and B
+ * the per-call float factor rounded into pairs: element 2p of a row in
+ * the low half of a 32-bit lane, 2p + 1 in the high half, which is how
+ * VDPBF16PS reads them. A tile of MR rows and NR columns keeps its sums
+ * in 16 registers: per pair, one broadcast of A per row and two loads of
+ * B feed 16 VDPBF16PS.
+ *
+ *   forward   Y (rows, n)  += X W^T:  A = by_row (rows, cols / 2),
+ *                                     B[p][j] = (W[j][2p], W[j][2p+1])
+ *   backward  T (cols, n)   = X^T dY: A = by_col (cols, rows / 2),
+ *                                     B[q][j] = (dY[2q][j], dY[2q+1][j])
+ *             dW (n, cols) += T^T
+ *
+ * The backward goes through X^T so that the fixed matrix is always the
+ * broadcast side and the per-call factor needs only rows interleaved in
+ * pairs, not a transpose.
+ */
+#include "sgbd/bf16.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sgbd/err.h"
+#include "sgbd/parallel.h"
+
+#define MR 8     /* output rows per tile */
+#define NR 32    /* output columns per tile: two vectors */
+#define PC 256   /* pairs per block of the summed dimension: B's block of
+                  * PC x n pairs stays in L2 while every tile reads it */
+#define GRAIN_MACS ((size_t)1 << 21) /* least work of one pool chunk */
+
+static size_t round_up(size_t n, size_t m)
+{
+    return (n + m - 1) / m * m;
+}
+
+static size_t min_size(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+/* x rounded to the nearest bfloat16, ties to even; NaN stays NaN. */
+static uint32_t to_bf16(float x)
+{
+    uint32_t b;
+
+    memcpy(&b, &x, sizeof(b));
+    if ((b & 0x7fffffffu) > 0x7f800000u)
+        return (b >> 16) | 0x40u;
+    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+}
+
+static uint32_t pair(float lo, float hi)
+{
+    return to_bf16(lo) | to_bf16(hi) << 16;
+}
+
+/* One product C (m, n) += A (m, p pairs) B (p, ldb pairs). A has at
+ * least round_up(m, MR) rows; B's columns past n are zero. */
+struct gemm_job {
+    float *c;
+    size_t ldc;
+    const uint32_t *a;
+    size_t lda;
+    const uint32_t *b;
+    size_t ldb;
+    size_t m, n, p;
+};
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+int sgbd_bf16_supported(void)
+{
+    return __builtin_cpu_supports("avx512bf16") &&
+           __builtin_cpu_supports("avx512bw");
+}
+
+/* C[r0 .. r0 + MR, c0 .. c0 + NR] += the pairs [p0, p0 + np) of A B,
+ * clipped to (m, n). */
+BF16_TARGET static void tile(const struct gemm_job *j, size_t r0, size_t c0,
+                             size_t p0, size_t np)
+{
+    const uint32_t *a = j->a + r0 * j->lda + p0;
+    const uint32_t *b = j->b + p0 * j->ldb + c0;
+    size_t mr = min_size(MR, j->m - r0), nr = min_size(NR, j->n - c0);
+    __m512 acc[MR][2];
+
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (size_t p = 0; p < np; p++) {
+        const uint32_t *bp = b + p * j->ldb;
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)bp);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bp + 16));
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[r * j->lda + p]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
+        }
+    }
+    if (mr == MR && nr == NR) {
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            float *c = j->c + (r0 + r) * j->ldc + c0;
+            _mm512_storeu_ps(c, _mm512_add_ps(_mm512_loadu_ps(c), acc[r][0]));
+            _mm512_storeu_ps(c + 16,
+                             _mm512_add_ps(_mm512_loadu_ps(c + 16), acc[r][1]));
+        }
+        return;
+    }
+    float t[MR][NR];
+    for (int r = 0; r < MR; r++) {
+        _mm512_storeu_ps(t[r], acc[r][0]);
+        _mm512_storeu_ps(t[r] + 16, acc[r][1]);
+    }
+    for (size_t r = 0; r < mr; r++)
+        for (size_t k = 0; k < nr; k++)
+            j->c[(r0 + r) * j->ldc + c0 + k] += t[r][k];
+}
+
+/* B[q][k] = (dY[2q][k], dY[2q+1][k]) for 16 columns: both rows rounded
+ * into one vector, then their halves interleaved. */
+BF16_TARGET static void interleave16(uint32_t *out, const float *r0,
+                                     const float *r1)
+{
+    const __m512i idx = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1), _mm512_loadu_ps(r0));
+
+    _mm512_storeu_si512((void *)out, _mm512_permutexvar_epi16(idx, (__m512i)h));
+}
+#else
+int sgbd_bf16_supported(void)
+{
+    return 0;
+}
+
+static void tile(const struct gemm_job *j, size_t r0, size_t c0, size_t p0,
+                 size_t np)
+{
+}
+
+static void interleave16(uint32_t *out, const float *r0, const float *r1)
+{
+}
+#endif
+
+/* Row tiles [t0, t1): for each block of pairs, every tile, every column
+ * block. Each C element is summed over the blocks in order, whatever the
+ * cut into chunks. */
+static void gemm_rows(void *ctx, size_t t0, size_t t1)
+{
+    const struct gemm_job *j = ctx;
+
+    for (size_t p0 = 0; p0 < j->p; p0 += PC)
+        for (size_t t = t0; t < t1; t++)
+            for (size_t c0 = 0; c0 < j->n; c0 += NR)
+                tile(j, t * MR, c0, p0, min_size(PC, j->p - p0));
+}
+
+static void gemm(const struct gemm_job *j)
+{
+    size_t tiles = round_up(j->m, MR) / MR;
+    size_t per_tile = MR * j->n * j->p * 2;
+
+    sgbd_parallel_for(tiles, GRAIN_MACS / (per_tile ? per_tile : 1) + 1,
+                      gemm_rows, (void *)j);
+}
+
+static int reserve(struct sgbd_bf16_fixed *x, size_t pairs, size_t floats)
+{
+    if (pairs > x->pack_cap) {
+        uint32_t *p = aligned_alloc(64, round_up(pairs * 4, 64));
+        if (!p)
+            return sgbd_errf(-ENOMEM, "bf16: no memory for %zu MiB of "
+                             "packed factor", (pairs * 4) >> 20);
+        free(x->pack);
+        x->pack = p, x->pack_cap = pairs;
+    }
+    if (floats > x->tmp_cap) {
+        float *t = aligned_alloc(64, round_up(floats * 4, 64));
+        if (!t)
+            return sgbd_errf(-ENOMEM, "bf16: no memory for %zu MiB of "
+                             "product", (floats * 4) >> 20);
+        free(x->tmp);
+        x->tmp = t, x->tmp_cap = floats;
+    }
+    return 0;
+}
+
+int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
+                         size_t rows, size_t cols)
+{
+    memset(x, 0, sizeof(*x));
+    if (!sgbd_bf16_supported())
+        return sgbd_errf(SGBD_E_UNSUPPORTED, "bf16: this CPU has no "
+                         "AVX512-BF16");
+    if (rows == 0 || cols == 0)
+        return sgbd_errf(SGBD_E_SHAPE, "bf16: empty (%zu, %zu) matrix",
+                         rows, cols);
+    x->rows = rows, x->cols = cols;
+    x->pairs_c = (cols + 1) / 2, x->pairs_r = (rows + 1) / 2;
+    x->by_row = calloc(round_up(rows, MR) * x->pairs_c, sizeof(uint32_t));
+    x->by_col = calloc(round_up(cols, MR) * x->pairs_r, sizeof(uint32_t));
+    if (!x->by_row || !x->by_col) {
+        sgbd_bf16_fixed_deinit(x);
+        return sgbd_errf(-ENOMEM, "bf16: no memory for a (%zu, %zu) "
+                         "matrix", rows, cols);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = data + r * cols;
+        for (size_t p = 0; p < x->pairs_c; p++)
+            x->by_row[r * x->pairs_c + p] =
+                pair(row[2 * p], 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f);
+    }
+    for (size_t q = 0; q < x->pairs_r; q++) {
+        const float *r0 = data + 2 * q * cols;
+        const float *r1 = 2 * q + 1 < rows ? r0 + cols : NULL;
+        for (size_t c = 0; c < cols; c++)
+            x->by_col[c * x->pairs_r + q] = pair(r0[c], r1 ? r1[c] : 0.0f);
+    }
+    return 0;
+}
+
+void sgbd_bf16_fixed_deinit(struct sgbd_bf16_fixed *x)
+{
+    if (!x)
+        return;
+    free(x->tmp), free(x->pack), free(x->by_col), free(x->by_row);
+    memset(x, 0, sizeof(*x));
+}
+
+int sgbd_bf16_gemm_nt(float *y, const float *w, size_t n,
+                      struct sgbd_bf16_fixed *x)
+{
+    size_t ldb = round_up(n, NR), P = x->pairs_c, F = x->cols;
+    int rc = x->by_row ? reserve(x, P * ldb, 0) : SGBD_E_UNSUPPORTED;
+
+    if (rc < 0)
+        return rc;
+    for (size_t p = 0; p < P; p++) {
+        uint32_t *b = x->pack + p * ldb;
+        for (size_t k = 0; k < n; k++)
+            b[k] = pair(w[k * F + 2 * p],
+                        2 * p + 1 < F ? w[k * F + 2 * p + 1] : 0.0f);
+        memset(b + n, 0, (ldb - n) * sizeof(uint32_t));
+    }
+    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, x->rows, n, P});
+    return 0;
+}
+
+struct pack_job {
+    uint32_t *b;
+    const float *dy;
+    size_t ldb, n, rows;
+};
+
+/* Pairs of rows [2 q0, 2 q1) of dY into B. */
+static void pack_rows(void *ctx, size_t q0, size_t q1)
+{
+    const struct pack_job *j = ctx;
+    size_t n = j->n, n16 = n / 16 * 16;
+
+    for (size_t q = q0; q < q1; q++) {
+        uint32_t *b = j->b + q * j->ldb;
+        const float *r0 = j->dy + 2 * q * n;
+        int odd = 2 * q + 1 == j->rows;
+        size_t k = 0;
+
+        if (!odd)
+            for (; k < n16; k += 16)
+                interleave16(b + k, r0 + k, r0 + n + k);
+        for (; k < n; k++)
+            b[k] = pair(r0[k], odd ? 0.0f : r0[n + k]);
+        memset(b + n, 0, (j->ldb - n) * sizeof(uint32_t));
+    }
+}
+
+int sgbd_bf16_gemm_tn(float *dw, const float *dy, size_t n,
+                      struct sgbd_bf16_fixed *x)
+{
+    size_t ldb = round_up(n, NR), Q = x->pairs_r, F = x->cols;
+    int rc = x->by_col ? reserve(x, Q * ldb, F * n) : SGBD_E_UNSUPPORTED;
+
+    if (rc < 0)
+        return rc;
+    sgbd_parallel_for(Q, 1024, pack_rows,
+                      &(struct pack_job){x->pack, dy, ldb, n, x->rows});
+    memset(x->tmp, 0, F * n * sizeof(float));
+    gemm(&(struct gemm_job){x->tmp, n, x->by_col, Q, x->pack, ldb, F, n, Q});
+    for (size_t c = 0; c < F; c++)
+        for (size_t k = 0; k < n; k++)
+            dw[k * F + c] += x->tmp[c * n + k];
+    return 0;
+}
