@@ -29,7 +29,7 @@
 
 #define MR 8     /* output rows per tile */
 #define NR 32    /* output columns per tile: two vectors */
-#define PC 256   /* pairs per block of the summed dimension: B's block of
+#define PC 512   /* pairs per block of the summed dimension: B's block of
                   * PC x n pairs stays in L2 while every tile reads it */
 #define GRAIN_MACS ((size_t)1 << 21) /* least work of one pool chunk */
 
@@ -285,6 +285,17 @@ static void pack_rows(void *ctx, size_t q0, size_t q1)
     }
 }
 
+/* dW (n, F) += T^T, T (F, n), in 32 x 32 blocks: a row of T and a
+ * column of dW are 4 n and 4 F bytes apart. */
+static void add_transposed(float *dw, const float *t, size_t F, size_t n)
+{
+    for (size_t c0 = 0; c0 < F; c0 += 32)
+        for (size_t k0 = 0; k0 < n; k0 += 32)
+            for (size_t k = k0; k < min_size(k0 + 32, n); k++)
+                for (size_t c = c0; c < min_size(c0 + 32, F); c++)
+                    dw[k * F + c] += t[c * n + k];
+}
+
 int sgbd_bf16_gemm_tn(float *dw, const float *dy, size_t n,
                       struct sgbd_bf16_fixed *x)
 {
@@ -297,8 +308,6 @@ int sgbd_bf16_gemm_tn(float *dw, const float *dy, size_t n,
                       &(struct pack_job){x->pack, dy, ldb, n, x->rows});
     memset(x->tmp, 0, F * n * sizeof(float));
     gemm(&(struct gemm_job){x->tmp, n, x->by_col, Q, x->pack, ldb, F, n, Q});
-    for (size_t c = 0; c < F; c++)
-        for (size_t k = 0; k < n; k++)
-            dw[k * F + c] += x->tmp[c * n + k];
+    add_transposed(dw, x->tmp, F, n);
     return 0;
 }
