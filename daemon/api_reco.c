@@ -497,8 +497,11 @@ static int batch_parse(struct call *c, json_t *body, size_t k,
 }
 
 /*
- * Score the known users of b as one matrix product: their rows of U
- * gathered into (B, D), one sgbd_topk_users call (sgemm per item block).
+ * Score the known users of b together: their rows of U gathered into
+ * (B, D), then one pass of the bfloat16 screen over the catalogue for the
+ * whole batch (serial, on this thread; the same answers as single
+ * requests, bit for bit), or, where the snapshot has no screen, one
+ * sgemm per item block on the compute pool, one batch at a time.
  */
 static int batch_score(struct call *c, struct batch *b)
 {
@@ -529,11 +532,18 @@ static int batch_score(struct call *c, struct batch *b)
                s->dim * sizeof(float));
         ex_bits[r++] = b->ex[j].bits;
     }
-    pthread_mutex_lock(&c->api->batch_lock);
-    rc = sgbd_topk_users(sgbd_mat_view(rows, nk, s->dim),
-                         sgbd_mat_view(s->items, s->n_items, s->dim), b->k,
-                         ex_bits, idx, score, cnt);
-    pthread_mutex_unlock(&c->api->batch_lock);
+    if (s->items_screen.v) {
+        rc = sgbd_topk_users_screened(
+            sgbd_mat_view(rows, nk, s->dim),
+            sgbd_mat_view(s->items, s->n_items, s->dim), &s->items_screen,
+            b->k, ex_bits, idx, score, cnt);
+    } else {
+        pthread_mutex_lock(&c->api->batch_lock);
+        rc = sgbd_topk_users(sgbd_mat_view(rows, nk, s->dim),
+                             sgbd_mat_view(s->items, s->n_items, s->dim),
+                             b->k, ex_bits, idx, score, cnt);
+        pthread_mutex_unlock(&c->api->batch_lock);
+    }
     for (j = 0, r = 0; rc == 0 && j < b->n; j++) {
         if (b->known[j] < 0)
             continue;

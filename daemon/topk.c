@@ -644,17 +644,22 @@ static void group_max(const float *restrict sc, size_t groups,
 }
 
 /* Up to cap indices i >= *from with sc[i] >= thr (sc padded to 16 lanes
- * past rows), into list; *from moves past the last one scanned. */
+ * past rows), into list; *from moves past the last one scanned. Groups
+ * of 16 whose maximum gmax misses thr are passed over whole. */
 KERNEL_CLONES
-static size_t collect_reaching(const float *restrict sc, size_t rows,
+static size_t collect_reaching(const float *restrict sc,
+                               const float *restrict gmax, size_t rows,
                                float thr, size_t *from, size_t *list,
                                size_t cap)
 {
     size_t n = 0, i0 = *from;
 
-    for (; i0 < rows && n + LANES <= cap; i0 += LANES)
+    for (; i0 < rows && n + LANES <= cap; i0 += LANES) {
+        if (!(gmax[i0 / LANES] >= thr))
+            continue;
         for (unsigned m = hits16(sc + i0, thr); m; m &= m - 1)
             list[n++] = i0 + (size_t)__builtin_ctz(m);
+    }
     *from = i0;
     return n;
 }
@@ -727,25 +732,30 @@ static int screen_hw(size_t d)
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 
-/*
- * out[16 b + l] = screened <u, v_{16 b + l}> for the blocks b0 .. b0 + nb
- * of the screen (layout in screen_index()): lane l of one VDPBF16PS adds
- * the next pair of item l's values times the same pair of u, so a block's
- * 16 scores build up in one register with no horizontal sums; eight
- * blocks go at once to keep the multipliers busy.
- */
-BF16_TARGET static void screen_rows(const float *u, const uint16_t *v,
-                                    size_t b0, size_t nb, size_t d,
-                                    float *out)
+/* up (d / 2) = u rounded to bfloat16 pairs, as the screen holds v. */
+BF16_TARGET static void screen_pack(const float *u, size_t d, uint32_t *up)
 {
-    uint32_t up[SCREEN_MAX_DIM / 2];    /* (d / 2) bfloat16 pairs of u */
-    size_t pairs = d / 2, per = pairs * 32;
-
     for (size_t c = 0; c < d; c += 32) {
         __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(u + c + 16),
                                          _mm512_loadu_ps(u + c));
         _mm512_storeu_si512((void *)(up + c / 2), (__m512i)h);
     }
+}
+
+/*
+ * out[16 b + l] = screened <u, v_{16 b + l}> for the blocks b0 .. b0 + nb
+ * of the screen (layout in screen_index()), u given as screen_pack made
+ * it: lane l of one VDPBF16PS adds the next pair of item l's values times
+ * the same pair of u, so a block's 16 scores build up in one register
+ * with no horizontal sums; eight blocks go at once to keep the
+ * multipliers busy.
+ */
+BF16_TARGET static void screen_blocks(const uint32_t *up, const uint16_t *v,
+                                      size_t b0, size_t nb, size_t d,
+                                      float *out)
+{
+    size_t pairs = d / 2, per = pairs * 32;
+
     for (size_t g = 0; g < nb; g += 8) {
         size_t m = nb - g < 8 ? nb - g : 8;
         const uint16_t *blk = v + (b0 + g) * per;
@@ -772,14 +782,94 @@ BF16_TARGET static void screen_rows(const float *u, const uint16_t *v,
             _mm512_storeu_ps(out + (g + b) * LANES, acc[b]);
     }
 }
+
+static void screen_rows(const float *u, const uint16_t *v, size_t b0,
+                        size_t nb, size_t d, float *out)
+{
+    uint32_t up[SCREEN_MAX_DIM / 2];
+
+    screen_pack(u, d, up);
+    screen_blocks(up, v, b0, nb, d, out);
+}
+
+/*
+ * The batch's kernel: out[r ldo + c] = the largest screened score of
+ * user r0 + r (up + r ldu, as screen_pack made it) over the 16 items of
+ * block b0 + c, for 4 users and nb <= 4 blocks, and the scores
+ * themselves into sc (row stride lds) unless it is NULL. Each load of a
+ * block's pair feeds 4 users, so the loads no longer bound the
+ * multiply-adds, as they do for one user.
+ */
+BF16_TARGET static void screen_tile(const uint32_t *up, size_t ldu,
+                                    const uint16_t *v, size_t b0, size_t nb,
+                                    size_t d, float *out, size_t ldo,
+                                    float *sc, size_t lds)
+{
+    size_t pairs = d / 2, per = pairs * 32;
+    const uint16_t *blk = v + b0 * per;
+    __m512 acc[4][4];
+
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    if (nb == 4) {
+        for (size_t j = 0; j < pairs; j++) {
+            __m512bh b[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                b[c] = (__m512bh)_mm512_loadu_si512(
+                    (const void *)(blk + c * per + j * 32));
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                __m512bh x = (__m512bh)_mm512_set1_epi32((int)up[r * ldu + j]);
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++)
+                    acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x, b[c]);
+            }
+        }
+    } else {
+        for (size_t j = 0; j < pairs; j++)
+            for (size_t c = 0; c < nb; c++) {
+                __m512bh b = (__m512bh)_mm512_loadu_si512(
+                    (const void *)(blk + c * per + j * 32));
+                for (int r = 0; r < 4; r++)
+                    acc[r][c] = _mm512_dpbf16_ps(
+                        acc[r][c],
+                        (__m512bh)_mm512_set1_epi32((int)up[r * ldu + j]), b);
+            }
+    }
+    for (int r = 0; r < 4; r++)
+        for (size_t c = 0; c < nb; c++) {
+            out[r * ldo + c] = _mm512_reduce_max_ps(acc[r][c]);
+            if (sc)
+                _mm512_storeu_ps(sc + r * lds + c * LANES, acc[r][c]);
+        }
+}
 #else
 static int screen_hw(size_t d)
 {
     return 0;
 }
 
+static void screen_pack(const float *u, size_t d, uint32_t *up)
+{
+}
+
+static void screen_blocks(const uint32_t *up, const uint16_t *v, size_t b0,
+                          size_t nb, size_t d, float *out)
+{
+}
+
 static void screen_rows(const float *u, const uint16_t *v, size_t b0,
                         size_t nb, size_t d, float *out)
+{
+}
+
+static void screen_tile(const uint32_t *up, size_t ldu, const uint16_t *v,
+                        size_t b0, size_t nb, size_t d, float *out,
+                        size_t ldo, float *sc, size_t lds)
 {
 }
 #endif
@@ -917,53 +1007,137 @@ static float float_at_most(double x)
     return (double)t > x ? nextafterf(t, -INFINITY) : t;
 }
 
+/* The k-th largest of a (n floats, none NaN; 1 <= k <= n), which it
+ * reorders: quickselect with a three-way partition, so ties end it. */
+static float kth_largest(float *a, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n, want = k - 1;
+
+    while (hi - lo > 1) {
+        float p = a[lo + (hi - lo) / 2];
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            float x = a[i];
+            if (x > p) {
+                a[i++] = a[lt], a[lt++] = x;
+            } else if (x < p) {
+                a[i] = a[--gt], a[gt] = x;
+            } else {
+                i++;
+            }
+        }
+        if (want < lt)
+            hi = lt;
+        else if (want >= gt)
+            lo = gt;
+        else
+            return p;
+    }
+    return a[lo];
+}
+
 /*
- * Pass 1: screened scores of every item into sc (padded to 16 lanes with
- * NaN), excluded ones NaN, and a score T that at least k items reach:
+ * The k-th largest of a (n floats, none NaN; 1 <= k <= n) by histogram:
+ * the finite values counted into 64 bins between their least and
+ * greatest (the map from value to bin never decreases), the bin that
+ * holds the k-th largest found from the top, and only its values,
+ * copied to scratch (n), selected. Two passes whose branches the CPU
+ * predicts, where a selection over all of a would mispredict on most
+ * values. -Inf when fewer than k values are finite.
+ */
+#define KTH_BINS 64
+
+static inline int bin_of(float x, float lo, float scale)
+{
+    float f = (x - lo) * scale;
+
+    return f < (float)(KTH_BINS - 1) ? (int)f : KTH_BINS - 1;
+}
+
+static float kth_largest_binned(const float *a, size_t n, size_t k,
+                                float *scratch)
+{
+    size_t count[KTH_BINS] = {0}, above = 0, m = 0;
+    float lo = INFINITY, hi = -INFINITY, scale;
+    int b;
+
+    for (size_t i = 0; i < n; i++)
+        if (a[i] > -INFINITY) {
+            lo = a[i] < lo ? a[i] : lo;
+            hi = a[i] > hi ? a[i] : hi;
+        }
+    if (!(hi >= lo))
+        return -INFINITY;
+    scale = hi > lo ? (float)KTH_BINS / (hi - lo) : 0.0f;
+    if (!isfinite(scale))
+        scale = 0.0f; /* hi - lo below float's range: one bin */
+    for (size_t i = 0; i < n; i++)
+        if (a[i] > -INFINITY)
+            count[bin_of(a[i], lo, scale)]++;
+    for (b = KTH_BINS - 1; b >= 0 && above + count[b] < k; b--)
+        above += count[b];
+    if (b < 0)
+        return -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (a[i] > -INFINITY && bin_of(a[i], lo, scale) == b)
+            scratch[m++] = a[i];
+    return kth_largest(scratch, m, k - above);
+}
+
+/*
+ * Pass 1, from the screened scores in sc with the excluded ones NaN: the
+ * padding to 16 lanes set NaN, and a score T that at least k items reach:
  * the k-th largest maximum of a 16-item group (k groups, each with an
  * item at or above its maximum), or -Inf when fewer than k groups have
  * an item left. Cheaper than selecting the k-th score itself, and close
- * to it: the best items rarely share a group.
+ * to it: the best items rarely share a group. gmax holds 2 groups floats,
+ * the second half scratch.
  */
-static int screen_pass(const float *u, const struct sgbd_topk_screen *s,
-                       size_t k, const uint64_t *exclude_bits, float *sc,
-                       float *gmax, uint32_t *tmp_idx, float *tmp_score,
-                       float *reach)
+static float screen_reach(size_t rows, size_t k, float *sc, float *gmax)
 {
-    size_t groups = (s->rows + LANES - 1) / LANES;
-    int got;
+    size_t groups = (rows + LANES - 1) / LANES;
 
+    for (size_t i = rows; i % LANES; i++)
+        sc[i] = NAN;
+    group_max(sc, groups, gmax);
+    if (groups < k)
+        return -INFINITY;
+    return kth_largest_binned(gmax, groups, k, gmax + groups);
+}
+
+/* Pass 1 for one user: its screened scores, a chunk at a time. */
+static float screen_pass(const float *u, const struct sgbd_topk_screen *s,
+                         size_t k, const uint64_t *exclude_bits, float *sc,
+                         float *gmax)
+{
     for (size_t i0 = 0; i0 < s->rows; i0 += CHUNK) {
         size_t n = s->rows - i0 < CHUNK ? s->rows - i0 : CHUNK;
         screen_rows(u, s->v, i0 / LANES, (n + LANES - 1) / LANES, s->cols,
                     sc + i0);
         mask_nan(sc + i0, n, i0, exclude_bits);
     }
-    for (size_t i = s->rows; i % LANES; i++)
-        sc[i] = NAN;
-    group_max(sc, groups, gmax);
-    got = sgbd_topk_select(gmax, groups, k, NULL, tmp_idx, tmp_score);
-    if (got < 0)
-        return got;
-    *reach = (size_t)got < k ? -INFINITY : tmp_score[got - 1];
-    return 0;
+    return screen_reach(s->rows, k, sc, gmax);
 }
 
-/* Exact scores of the listed items into the selection. */
+/* Exact scores of the listed items into the selection, straight into
+ * its buffer (the test a scan makes of each score). */
 static void push_listed(struct sgbd_topk *t, const float *u,
                         struct sgbd_mat items, const size_t *list, size_t n)
 {
     float exact[LANES];
+    uint64_t *keys = key_buf(t);
+    size_t held = t->n;
 
     dot_listed(u, items.data, items.stride, list, n, items.cols, exact);
     for (size_t j = 0; j < n; j++)
-        sgbd_topk_push(t, &exact[j], 1, list[j], NULL);
+        held = append(t, keys, held, exact[j], list[j], NULL);
+    t->n = held;
 }
 
 /* Pass 2: every item whose screened score reaches thr, scored exactly. */
 static int refine_pass(const float *u, struct sgbd_mat items, const float *sc,
-                       float thr, size_t k, uint32_t *out_idx,
-                       float *out_score)
+                       const float *gmax, float thr, size_t k,
+                       uint32_t *out_idx, float *out_score)
 {
     struct sgbd_topk t;
     size_t list[4 * LANES], from = 0;
@@ -972,7 +1146,7 @@ static int refine_pass(const float *u, struct sgbd_mat items, const float *sc,
     if (rc < 0)
         return rc;
     while (from < items.rows) {
-        size_t n = collect_reaching(sc, items.rows, thr, &from, list,
+        size_t n = collect_reaching(sc, gmax, items.rows, thr, &from, list,
                                     4 * LANES);
         for (size_t j = 0; j < n; j += LANES)
             push_listed(&t, u, items, list + j, n - j < LANES ? n - j : LANES);
@@ -988,7 +1162,7 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
                             float *out_score)
 {
     float stack_sc[SCREEN_STACK_ITEMS + LANES] __attribute__((aligned(64)));
-    float stack_gmax[SCREEN_STACK_ITEMS / LANES + 1];
+    float stack_gmax[2 * (SCREEN_STACK_ITEMS / LANES + 1)];
     float *sc = stack_sc, *gmax = stack_gmax, reach;
     double err;
     int rc, big;
@@ -1003,7 +1177,7 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
         !screen_hw(items.cols))
         return sgbd_topk_user(u, items, k, exclude_bits, out_idx, out_score);
     if (items.rows > SCREEN_STACK_ITEMS) {
-        sc = malloc((items.rows + LANES + items.rows / LANES + 2) *
+        sc = malloc((items.rows + LANES + 2 * (items.rows / LANES + 2)) *
                     sizeof(float));
         if (!sc)
             return sgbd_topk_user(u, items, k, exclude_bits, out_idx,
@@ -1011,14 +1185,238 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
         gmax = sc + items.rows + LANES;
     }
 
-    rc = screen_pass(u, screen, k, exclude_bits, sc, gmax, out_idx,
-                     out_score, &reach);
-    if (rc == 0)
-        rc = refine_pass(u, items, sc, float_at_most((double)reach -
-                                                     2.0 * err),
-                         k, out_idx, out_score);
+    reach = screen_pass(u, screen, k, exclude_bits, sc, gmax);
+    rc = refine_pass(u, items, sc, gmax,
+                     float_at_most((double)reach - 2.0 * err), k, out_idx,
+                     out_score);
     if (sc != stack_sc)
         free(sc);
+    return rc;
+}
+
+/*
+ * The batch: users go through in groups whose group maxima fit in
+ * SCREEN_BATCH_FLOATS, and within a group the items in spans of
+ * SCREEN_SPAN_BLOCKS blocks (128 items, 16 KiB of screen at D = 64), each
+ * span screened for every user of the group, 4 users and 4 blocks a
+ * tile, before the next: the screen is read from memory once per group
+ * instead of once per user. Only each block's largest screened score is
+ * kept (the blocks are the 16-item groups of one user's pass 1); a block
+ * with an excluded item or padding is screened again for that user with
+ * those masked. Then per user the k-th largest maximum T, and in each
+ * block whose maximum reaches T - 2E, screened again, the items that do
+ * scored exactly: the items one user's pass 2 scores, so the same
+ * answer.
+ */
+#define SCREEN_BATCH_FLOATS ((size_t)1 << 20)  /* 4 MiB of maxima, scores */
+#define SCREEN_SPAN_BLOCKS 8
+#define SCREEN_KEEP_ITEMS 16384 /* up to this, each user's scores are kept
+                                 * (64 KiB, in L2) for pass 2; above, pass 2
+                                 * screens its blocks again, which costs less
+                                 * than writing and reading them back */
+
+struct screen_batch {
+    float *gm;        /* (group4, blocks) block maxima of each user */
+    float *sc;        /* (group4, blocks 16) their scores, or NULL */
+    float *scratch;   /* (blocks) */
+    uint32_t *up;     /* (group4, D / 2) users as bfloat16 pairs, the
+                         rows past the group's users zero */
+    double *err;      /* (group) error bounds; NaN: not screenable */
+    size_t blocks, group;
+};
+
+/* The error bound of u, or NaN when the plain scan must answer for it. */
+static double user_bound(const float *u, const struct sgbd_topk_screen *s)
+{
+    int big;
+    double err = screen_error(u, s, &big);
+
+    return isfinite(err) && !big ? err : NAN;
+}
+
+/* gm[g] again for block g of one user: the largest screened score of
+ * its items below rows that ex does not exclude, -Inf when none. */
+static float block_max_masked(const uint32_t *up,
+                              const struct sgbd_topk_screen *s, size_t g,
+                              const uint64_t *ex)
+{
+    float sc[LANES], m = -INFINITY;
+
+    screen_blocks(up, s->v, g, 1, s->cols, sc);
+    for (size_t l = 0; l < LANES; l++) {
+        size_t i = g * LANES + l;
+        if (i < s->rows && !(ex && sgbd_bitset_test(ex, i)) && sc[l] > m)
+            m = sc[l];
+    }
+    return m;
+}
+
+/* Mask one user's block maxima: its excluded items and the padding. */
+static void mask_blocks(float *gm, const uint32_t *up,
+                        const struct sgbd_topk_screen *s, size_t blocks,
+                        const uint64_t *ex)
+{
+    size_t last = SIZE_MAX;
+
+    if (s->rows % LANES)
+        gm[blocks - 1] = block_max_masked(up, s, blocks - 1, ex);
+    for (size_t w = 0; ex && w < sgbd_bitset_words(s->rows); w++)
+        for (uint64_t m = ex[w]; m; m &= m - 1) {
+            size_t g = (w * 64 + (size_t)__builtin_ctzll(m)) / LANES;
+            if (g != last && g < blocks)
+                gm[g] = block_max_masked(up, s, g, ex);
+            last = g;
+        }
+}
+
+/* Pass 2 of the batch: in each block whose maximum reaches thr, the
+ * eligible items whose screened score (the block screened again) does,
+ * scored exactly. */
+static int refine_blocks(const float *u, const uint32_t *up,
+                         const struct sgbd_topk_screen *s,
+                         struct sgbd_mat items, const float *gm,
+                         const float *kept, size_t blocks, float thr,
+                         const uint64_t *ex, size_t k, uint32_t *out_idx,
+                         float *out_score)
+{
+    struct sgbd_topk t;
+    size_t list[2 * LANES], n = 0;
+    float again[LANES];
+    int rc = sgbd_topk_init(&t, k);
+
+    if (rc < 0)
+        return rc;
+    for (size_t g = 0; g < blocks; g++) {
+        const float *sc = kept ? kept + g * LANES : again;
+        if (!(gm[g] >= thr))
+            continue;
+        if (!kept)
+            screen_blocks(up, s->v, g, 1, s->cols, again);
+        for (size_t l = 0; l < LANES; l++) {
+            size_t i = g * LANES + l;
+            if (i < items.rows && sc[l] >= thr &&
+                !(ex && sgbd_bitset_test(ex, i)))
+                list[n++] = i;
+        }
+        if (n >= LANES) { /* the kernel scores 16 listed items at once */
+            push_listed(&t, u, items, list, LANES);
+            n -= LANES;
+            memcpy(list, list + LANES, n * sizeof(size_t));
+        }
+    }
+    if (n > 0)
+        push_listed(&t, u, items, list, n);
+    rc = (int)sgbd_topk_finish(&t, out_idx, out_score);
+    sgbd_topk_deinit(&t);
+    return rc;
+}
+
+/* Users [b0, b0 + n) of the batch into its outputs. */
+static int screen_group(struct screen_batch *w, struct sgbd_mat users,
+                        size_t b0, size_t n, struct sgbd_mat items,
+                        const struct sgbd_topk_screen *s, size_t k,
+                        const uint64_t *const *exclude_bits,
+                        uint32_t *out_idx, float *out_score, size_t *out_n)
+{
+    size_t d = s->cols, blocks = w->blocks;
+    int rc = 0;
+
+    memset(w->up, 0, (n + 3) / 4 * 4 * (d / 2) * sizeof(uint32_t));
+    for (size_t b = 0; b < n; b++) {
+        const float *u = sgbd_mat_row(users, b0 + b);
+        w->err[b] = user_bound(u, s);
+        if (!isnan(w->err[b]))
+            screen_pack(u, d, w->up + b * (d / 2));
+    }
+    for (size_t g0 = 0; g0 < blocks; g0 += SCREEN_SPAN_BLOCKS) {
+        size_t g1 = blocks - g0 < SCREEN_SPAN_BLOCKS ? blocks
+                                                     : g0 + SCREEN_SPAN_BLOCKS;
+        for (size_t r0 = 0; r0 < n; r0 += 4)
+            for (size_t c0 = g0; c0 < g1; c0 += 4)
+                screen_tile(w->up + r0 * (d / 2), d / 2, s->v, c0,
+                            g1 - c0 < 4 ? g1 - c0 : 4, d,
+                            w->gm + r0 * blocks + c0, blocks,
+                            w->sc ? w->sc + (r0 * blocks + c0) * LANES : NULL,
+                            blocks * LANES);
+    }
+    for (size_t b = 0; b < n && rc >= 0; b++) {
+        const float *u = sgbd_mat_row(users, b0 + b);
+        const uint64_t *ex = exclude_bits ? exclude_bits[b0 + b] : NULL;
+        uint32_t *oi = out_idx + (b0 + b) * k;
+        float *os = out_score + (b0 + b) * k, *gm = w->gm + b * blocks;
+        float reach;
+
+        if (isnan(w->err[b])) {
+            rc = sgbd_topk_user(u, items, k, ex, oi, os);
+        } else {
+            mask_blocks(gm, w->up + b * (d / 2), s, blocks, ex);
+            reach = blocks < k ? -INFINITY
+                               : kth_largest_binned(gm, blocks, k,
+                                                    w->scratch);
+            rc = refine_blocks(u, w->up + b * (d / 2), s, items, gm,
+                               w->sc ? w->sc + b * blocks * LANES : NULL,
+                               blocks,
+                               float_at_most((double)reach - 2.0 * w->err[b]),
+                               ex, k, oi, os);
+        }
+        if (rc >= 0)
+            out_n[b0 + b] = (size_t)rc;
+    }
+    return rc < 0 ? rc : 0;
+}
+
+int sgbd_topk_users_screened(struct sgbd_mat users, struct sgbd_mat items,
+                             const struct sgbd_topk_screen *screen, size_t k,
+                             const uint64_t *const *exclude_bits,
+                             uint32_t *out_idx, float *out_score,
+                             size_t *out_n)
+{
+    struct screen_batch w = {0};
+    size_t B = users.rows;
+    int rc = 0, keep;
+
+    if (users.cols != items.cols)
+        return sgbd_errf(SGBD_E_SHAPE, "topk_users: users (%zu, %zu) and "
+                         "items (%zu, %zu) differ in width", users.rows,
+                         users.cols, items.rows, items.cols);
+    if (!screen || !screen->v || screen->rows != items.rows ||
+        screen->cols != items.cols)
+        return sgbd_errf(SGBD_E_SHAPE, "topk: the screen does not match "
+                         "items (%zu, %zu)", items.rows, items.cols);
+    if (k > INT_MAX)
+        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
+                         INT_MAX);
+    if (B == 0)
+        return 0;
+    if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > items.rows / 8 ||
+        !screen_hw(items.cols)) {
+        for (size_t b = 0; b < B && rc >= 0; b++) {
+            rc = sgbd_topk_user(sgbd_mat_row(users, b), items, k,
+                                exclude_bits ? exclude_bits[b] : NULL,
+                                out_idx + b * k, out_score + b * k);
+            if (rc >= 0)
+                out_n[b] = (size_t)rc;
+        }
+        return rc < 0 ? rc : 0;
+    }
+    w.blocks = (items.rows + LANES - 1) / LANES;
+    keep = w.blocks * LANES <= SCREEN_KEEP_ITEMS;
+    w.group = SCREEN_BATCH_FLOATS / (w.blocks * (keep ? LANES + 1 : 1));
+    w.group = w.group < 1 ? 1 : w.group > B ? B : w.group;
+    w.gm = malloc((w.group + 3) / 4 * 4 * w.blocks * sizeof(float));
+    if (keep)
+        w.sc = malloc((w.group + 3) / 4 * 4 * w.blocks * LANES *
+                      sizeof(float));
+    w.scratch = malloc(w.blocks * sizeof(float));
+    w.up = malloc((w.group + 3) / 4 * 4 * (items.cols / 2) *
+                  sizeof(uint32_t));
+    w.err = malloc(w.group * sizeof(double));
+    rc = w.gm && w.scratch && w.up && w.err && (w.sc || !keep) ? 0 : -ENOMEM;
+    for (size_t b0 = 0; b0 < B && rc == 0; b0 += w.group)
+        rc = screen_group(&w, users, b0, B - b0 < w.group ? B - b0 : w.group,
+                          items, screen, k, exclude_bits, out_idx, out_score,
+                          out_n);
+    free(w.err), free(w.up), free(w.scratch), free(w.sc), free(w.gm);
     return rc;
 }
 

@@ -547,6 +547,37 @@ static json_t *api_get_k25(struct sgbd_api *api, const char *path)
     return j;
 }
 
+/* POST /v1/recommendations for users u0 .. u0 + n, k 25: the parsed
+ * body, NULL unless 200. */
+static json_t *api_batch_k25(struct sgbd_api *api, int u0, int n)
+{
+    struct sgbd_api_request req = {0};
+    struct sgbd_api_response resp;
+    char body[1024];
+    size_t len = 0;
+    json_t *j = NULL;
+
+    len += (size_t)snprintf(body, sizeof(body), "{\"k\": 25, \"user_ids\": [");
+    for (int u = u0; u < u0 + n; u++)
+        len += (size_t)snprintf(body + len, sizeof(body) - len, "%s\"u%d\"",
+                                u > u0 ? ", " : "", u);
+    snprintf(body + len, sizeof(body) - len, "]}");
+    req.method = "POST";
+    req.path = "/v1/recommendations";
+    req.content_type = "application/json";
+    req.content_length = (int64_t)strlen(body);
+    if (sgbd_api_begin(api, &req, &resp) == 0) {
+        req.body = body;
+        req.body_len = strlen(body);
+        sgbd_api_handle(api, &req, &resp);
+    }
+    if (resp.status == 200)
+        j = json_loadb(resp.body, resp.len, 0, NULL);
+    sgbd_api_finish(api, &req, &resp, 0);
+    sgbd_api_response_clear(&resp);
+    return j;
+}
+
 /* The "items" of body j are item ids i<idx[0]> .. i<idx[n - 1]>. */
 static void check_item_ids(json_t *j, const uint32_t *idx, size_t n)
 {
@@ -566,7 +597,8 @@ static void check_item_ids(json_t *j, const uint32_t *idx, size_t n)
 
 /*
  * A catalogue large enough for the bfloat16 screens: the recommendations
- * and similar items the API serves are the plain float scan's top k (over
+ * (single and batched) and similar items the API serves are the plain
+ * float scan's top k (over
  * the unseen items; over the unit rows but the item itself), in the same
  * order, and the snapshot counts the screens in its bytes.
  */
@@ -583,6 +615,7 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
     uint32_t seen[U], idx[K];
     float sc[K];
     char path[64];
+    json_t *batch;
 
     sgbd_config_defaults(&cfg);
     CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
@@ -605,6 +638,9 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
         CHECK(sgbd_snapshot_bytes(s) >= 2 * (size_t)I * D * 2 +
                                             2 * (size_t)I * D * 4);
     CHECK_INT(sgbd_snapshot_publish(slot, s, 0), 0);
+    batch = api_batch_k25(api, 0, U);
+    CHECK(batch != NULL);
+    CHECK_INT(json_array_size(json_object_get(batch, "results")), U);
     for (int u = 0; u < U; u++) {
         uint64_t *bits = sgbd_bitset_new(I);
 
@@ -615,8 +651,12 @@ static void test_snapshot_served_top_k_is_the_plain_scan(void)
                   K);
         snprintf(path, sizeof(path), "/v1/users/u%d/recommendations", u);
         check_item_ids(api_get_k25(api, path), idx, K);
+        check_item_ids(json_incref(json_array_get(
+                           json_object_get(batch, "results"), (size_t)u)),
+                       idx, K);
         sgbd_bitset_free(bits);
     }
+    json_decref(batch);
     for (int j = 0; j < I; j += 997) {   /* similar items, on unit rows */
         uint64_t *bits = sgbd_bitset_new(I);
 

@@ -430,12 +430,109 @@ static void test_topk_screened_huge_and_tiny_values(void)
     sgbd_mat_release(&items);
 }
 
+/*
+ * A batch screened at once: each user's result is the plain scan's, bit
+ * for bit, across several groups of users (63,000 items: 16 a group),
+ * with exclusions on some users and, mid-batch, a user with no finite
+ * bound that the plain scan answers.
+ */
+static void check_users_screened(size_t n, size_t d, size_t B, size_t k,
+                                 struct sgbd_rng *rng)
+{
+    struct sgbd_mat items, users;
+    struct sgbd_topk_screen sc;
+    uint64_t *ex = sgbd_bitset_new(n);
+    const uint64_t **exs = calloc(B, sizeof(*exs));
+    uint32_t *idx = malloc(B * k * sizeof(uint32_t)), want_idx[300];
+    float *score = malloc(B * k * sizeof(float)), want_sc[300];
+    size_t *cnt = malloc(B * sizeof(size_t));
+
+    CHECK(k <= 300 && ex && exs && idx && score && cnt);
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    CHECK_INT(sgbd_mat_alloc(&users, B, d), 0);
+    normal_fill(items, rng, 0.1), normal_fill(users, rng, 1.0);
+    sgbd_mat_row(users, B / 2)[1] = NAN;
+    for (size_t r = 0; r < n / 50; r++)
+        sgbd_bitset_set(ex, sgbd_rng_below(rng, n));
+    for (size_t b = 0; b < B; b++)
+        exs[b] = b % 3 ? ex : NULL;
+    CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
+    CHECK_INT(sgbd_topk_users_screened(users, items, &sc, k, exs, idx, score,
+                                       cnt), 0);
+    for (size_t b = 0; b < B; b++) {
+        int want = sgbd_topk_user(sgbd_mat_row(users, b), items, k, exs[b],
+                                  want_idx, want_sc);
+        CHECK_INT(cnt[b], want);
+        CHECK(memcmp(idx + b * k, want_idx, (size_t)want * 4) == 0);
+        CHECK(memcmp(score + b * k, want_sc, (size_t)want * 4) == 0);
+    }
+    sgbd_topk_screen_deinit(&sc);
+    sgbd_mat_release(&items), sgbd_mat_release(&users);
+    free(cnt), free(score), free(idx), free(exs);
+    sgbd_bitset_free(ex);
+}
+
+static void test_topk_users_screened_equal_plain_scans(void)
+{
+    struct sgbd_rng rng;
+
+    sgbd_rng_init(&rng, 19, SGBD_RNG_SYNTH);
+    check_users_screened(3000, 64, 70, 20, &rng);
+    if (!harness_case_failed)
+        check_users_screened(3000, 96, 5, 300, &rng);
+    if (!harness_case_failed)
+        check_users_screened(63000, 64, 40, 20, &rng);
+    if (!harness_case_failed) /* k above I / 8: every user scanned */
+        check_users_screened(2100, 32, 4, 280, &rng);
+}
+
+/* All but a few items excluded: fewer groups than k have an item left,
+ * and the screened calls still give the plain scan's (short) answer. */
+static void test_topk_screened_with_few_items_left(void)
+{
+    size_t n = 4000, d = 64, k = 20;
+    struct sgbd_mat items, users;
+    struct sgbd_topk_screen sc;
+    struct sgbd_rng rng;
+    uint64_t *ex = sgbd_bitset_new(n);
+    const uint64_t *exs[2] = {ex, ex};
+    uint32_t idx[2 * 20], want_idx[20];
+    float score[2 * 20], want_sc[20];
+    size_t cnt[2];
+
+    sgbd_rng_init(&rng, 20, SGBD_RNG_SYNTH);
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    CHECK_INT(sgbd_mat_alloc(&users, 2, d), 0);
+    normal_fill(items, &rng, 0.1), normal_fill(users, &rng, 1.0);
+    for (size_t i = 0; i < n; i++)
+        if (i % 500 != 7)
+            sgbd_bitset_set(ex, i);
+    CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
+    CHECK_INT(sgbd_topk_users_screened(users, items, &sc, k, exs, idx, score,
+                                       cnt), 0);
+    for (size_t b = 0; b < 2; b++) {
+        int want = sgbd_topk_user(sgbd_mat_row(users, b), items, k, ex,
+                                  want_idx, want_sc);
+        CHECK_INT(want, 8);
+        CHECK_INT(cnt[b], 8);
+        CHECK(memcmp(idx + b * k, want_idx, 8 * 4) == 0);
+        CHECK(memcmp(score + b * k, want_sc, 8 * 4) == 0);
+        CHECK_INT(sgbd_topk_user_screened(sgbd_mat_row(users, b), items, &sc,
+                                          k, ex, want_idx, want_sc), 8);
+        CHECK(memcmp(idx + b * k, want_idx, 8 * 4) == 0);
+    }
+    sgbd_topk_screen_deinit(&sc);
+    sgbd_mat_release(&items), sgbd_mat_release(&users);
+    sgbd_bitset_free(ex);
+}
+
 static void test_topk_screen_rejects_bad_input(void)
 {
     struct sgbd_mat items, other;
     struct sgbd_topk_screen sc;
     uint32_t idx[4];
     float s[4], u[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    size_t n;
 
     CHECK_INT(sgbd_mat_alloc(&items, 3000, 8), 0);
     CHECK_INT(sgbd_mat_alloc(&other, 3001, 8), 0);
@@ -451,6 +548,10 @@ static void test_topk_screen_rejects_bad_input(void)
               SGBD_E_SHAPE);
     CHECK_INT(sgbd_topk_user_screened(u, items, NULL, 4, NULL, idx, s),
               SGBD_E_SHAPE);
+    CHECK_INT(sgbd_topk_users_screened(sgbd_mat_view(u, 1, 8), other, &sc,
+                                       4, NULL, idx, s, &n), SGBD_E_SHAPE);
+    CHECK_INT(sgbd_topk_users_screened(sgbd_mat_view(u, 1, 8), items, NULL,
+                                       4, NULL, idx, s, &n), SGBD_E_SHAPE);
     u[3] = NAN; /* no finite bound: the plain scan answers */
     CHECK_INT(sgbd_topk_user_screened(u, items, &sc, 4, NULL, idx, s),
               sgbd_topk_user(u, items, 4, NULL, idx, s));
@@ -473,6 +574,8 @@ int main(void)
     RUN(test_topk_screened_equals_plain_scan);
     RUN(test_topk_screened_near_ties);
     RUN(test_topk_screened_huge_and_tiny_values);
+    RUN(test_topk_users_screened_equal_plain_scans);
+    RUN(test_topk_screened_with_few_items_left);
     RUN(test_topk_screen_rejects_bad_input);
     return harness_finish();
 }

@@ -181,6 +181,22 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
                             float *out_score);
 
 /*
+ * Top-k for B users at once from the screen: for each user the same
+ * result as sgbd_topk_user() (and so as sgbd_topk_user_screened()), bit
+ * for bit. The screen is read once per group of users that fits 4 MiB
+ * of scores (148 users at 7,050 items, 16 at 63,000) rather than once per
+ * user. Serial, no BLAS, no pool: safe on HTTP threads. Where the screen
+ * cannot help (as for one user) each user gets the plain scan. Outputs
+ * and errors as sgbd_topk_users(), plus SGBD_E_SHAPE for a screen not
+ * built from items.
+ */
+int sgbd_topk_users_screened(struct sgbd_mat users, struct sgbd_mat items,
+                             const struct sgbd_topk_screen *screen, size_t k,
+                             const uint64_t *const *exclude_bits,
+                             uint32_t *out_idx, float *out_score,
+                             size_t *out_n);
+
+/*
  * Top-k for B users at once: users (B, D) against items (I, D) with one
  * sgemm_nt per block of items (so the score block stays in cache), then
  * a selection per user. exclude_bits is NULL or (B) pointers, each NULL

@@ -7,8 +7,9 @@
  * ITEMS (I, D) and QUERIES (Q, D) are float matrices; SEEN (S, 2) holds
  * (query row, item) pairs, the items each query must not get. Per query
  * the timed work is what the daemon does: a zeroed exclusion bitset, its
- * seen bits set, then sgbd_topk_user (single) or, per BATCH queries, one
- * sgbd_topk_users call (batch). The baseline is sgbd_mat_gemv_n (OpenBLAS
+ * seen bits set, then sgbd_topk_user (single), sgbd_topk_user_screened,
+ * or, per BATCH queries, one sgbd_topk_users call (batch) or one
+ * sgbd_topk_users_screened call (screened batch). The baseline is sgbd_mat_gemv_n (OpenBLAS
  * sgemv) of items x query into a score buffer, nothing else. ROUNDS passes
  * over all queries, interleaved (sgemv, single, batch in each round) so
  * all three see the same machine load; each figure is the best and the
@@ -99,8 +100,9 @@ struct run {
     size_t k, batch, words;
     uint64_t *bits;             /* (batch, words) */
     float *scores;              /* (I) sgemv output */
-    uint32_t *idx, *bidx, *sidx; /* (Q, K) single, batch, screened */
-    float *sc, *bsc, *ssc;      /* (Q, K) */
+    uint32_t *idx, *bidx, *sidx, *qidx; /* (Q, K) single, batch,
+                                           screened, screened batch */
+    float *sc, *bsc, *ssc, *qsc; /* (Q, K) */
     struct sgbd_topk_screen screen;
     size_t *bn;                 /* (batch) */
     double sink;
@@ -140,9 +142,12 @@ static double time_single(struct run *r, int screened)
     return (now_us() - t0) / (double)r->queries.rows;
 }
 
-static double time_batch(struct run *r)
+/* Batches of BATCH queries: sgemm blocks, or the bfloat16 screen. */
+static double time_batch(struct run *r, int screened)
 {
     const uint64_t *ex[4096];
+    uint32_t *idx = screened ? r->qidx : r->bidx;
+    float *sc = screened ? r->qsc : r->bsc;
     double t0 = now_us();
 
     for (size_t u0 = 0; u0 < r->queries.rows; u0 += r->batch) {
@@ -152,13 +157,19 @@ static double time_batch(struct run *r)
             fill_bits(r->bits + j * r->words, r->words, &r->seen, u0 + j);
             ex[j] = r->bits + j * r->words;
         }
-        if (sgbd_topk_users(sgbd_mat_rows(r->queries, u0, b), r->items,
-                            r->k, ex, r->bidx + u0 * r->k,
-                            r->bsc + u0 * r->k, r->bn) != 0)
+        struct sgbd_mat q = sgbd_mat_rows(r->queries, u0, b);
+        int rc = screened
+                     ? sgbd_topk_users_screened(q, r->items, &r->screen, r->k,
+                                                ex, idx + u0 * r->k,
+                                                sc + u0 * r->k, r->bn)
+                     : sgbd_topk_users(q, r->items, r->k, ex,
+                                       idx + u0 * r->k, sc + u0 * r->k,
+                                       r->bn);
+        if (rc != 0)
             return -1;
         for (size_t j = 0; j < b; j++)
             for (size_t c = r->bn[j]; c < r->k; c++)
-                r->bidx[(u0 + j) * r->k + c] = UINT32_MAX;
+                idx[(u0 + j) * r->k + c] = UINT32_MAX;
     }
     return (now_us() - t0) / (double)r->queries.rows;
 }
@@ -223,17 +234,19 @@ static int setup(struct run *r, char **argv)
     r->bn = malloc(r->batch * sizeof(size_t));
     r->sidx = malloc(q * r->k * sizeof(uint32_t));
     r->ssc = malloc(q * r->k * sizeof(float));
+    r->qidx = malloc(q * r->k * sizeof(uint32_t));
+    r->qsc = malloc(q * r->k * sizeof(float));
     if (sgbd_topk_screen_init(&r->screen, r->items) != 0)
         return -1;
     return r->bits && r->scores && r->idx && r->bidx && r->sc && r->bsc &&
-                   r->bn && r->sidx && r->ssc ? 0 : -1;
+                   r->bn && r->sidx && r->ssc && r->qidx && r->qsc ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
     struct run r = {0};
     int rounds, threads;
-    double *tg, *ts, *tb, *tq;
+    double *tg, *ts, *tb, *tq, *tbq;
 
     if (argc != 9) {
         fprintf(stderr, "usage: topk_bench ITEMS.npy QUERIES.npy SEEN.npy "
@@ -252,7 +265,8 @@ int main(int argc, char **argv)
     ts = calloc((size_t)rounds, sizeof(double));
     tb = calloc((size_t)rounds, sizeof(double));
     tq = calloc((size_t)rounds, sizeof(double));
-    if (!tg || !ts || !tb || !tq)
+    tbq = calloc((size_t)rounds, sizeof(double));
+    if (!tg || !ts || !tb || !tq || !tbq)
         return 1;
     time_single(&r, 0); /* warm the caches and the clones' resolvers */
     time_single(&r, 1);
@@ -260,8 +274,9 @@ int main(int argc, char **argv)
         tg[j] = time_sgemv(&r);
         ts[j] = time_single(&r, 0);
         tq[j] = time_single(&r, 1);
-        tb[j] = time_batch(&r);
-        if (tb[j] < 0)
+        tb[j] = time_batch(&r, 0);
+        tbq[j] = time_batch(&r, 1);
+        if (tb[j] < 0 || tbq[j] < 0)
             return 1;
     }
     printf("{\n  \"items\": %zu, \"dim\": %zu, \"queries\": %zu, \"k\": %zu,"
@@ -271,10 +286,13 @@ int main(int argc, char **argv)
     printf("  \"batch_matches_single\": %.6f,\n", agreement(&r, r.bidx));
     printf("  \"screened_matches_single\": %.6f,\n",
            agreement(&r, r.sidx));
+    printf("  \"screened_batch_matches_single\": %.6f,\n",
+           agreement(&r, r.qidx));
     summary("sgemv", tg, rounds, 0);
     summary("single", ts, rounds, 0);
     summary("screened", tq, rounds, 0);
-    summary("batch", tb, rounds, 1);
+    summary("batch", tb, rounds, 0);
+    summary("screened_batch", tbq, rounds, 1);
     printf("}\n");
     if (r.sink == 12345.678)
         fprintf(stderr, "\n");
