@@ -5,8 +5,8 @@
 #   tests/bench/retrain_latency.sh [DATA_DIR] [THREADS]
 #
 # Imports DATA_DIR (default ../shared/data/baby) into a temporary store,
-# starts `sgbd serve` on it (LightGCN, [retrain] threads = THREADS,
-# default 1) and waits for the first model (20 epochs). Then, ROUNDS times (default
+# starts `sgbd serve` on it ($MODEL, [retrain] threads = THREADS,
+# default 1) and waits for the first model ($INITIAL_EPOCHS). Then, ROUNDS times (default
 # 2): wrk (tests/bench/users.lua, -t1 -c$CONNS keep-alive) for
 # SECONDS_EACH s on the idle daemon, then POST /v1/model/retrain and the
 # same wrk run while it trains ($EPOCHS epochs, long enough to cover the
@@ -14,7 +14,10 @@
 # requests/s, p50 and p99 of each run and the ratio of the p99 medians.
 #
 # Environment: SGBD_BIN (default build/sgbd), CONNS (8), SECONDS_EACH
-# (8), ROUNDS (2), EPOCHS (40), PORT (18600). Needs wrk and curl.
+# (8), ROUNDS (2), EPOCHS (40), PORT (18600), MODEL (lightgcn),
+# INITIAL_EPOCHS (20), NICE and BF16 ([retrain] nice and [train]
+# bf16_features, when set), FEATURES (a folder of <name>_feat.npy to
+# import with DATA_DIR's interactions). Needs wrk and curl.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -26,6 +29,8 @@ secs=${SECONDS_EACH:-8}
 rounds=${ROUNDS:-2}
 epochs=${EPOCHS:-40}
 port=${PORT:-18600}
+model=${MODEL:-lightgcn}
+initial=${INITIAL_EPOCHS:-20}
 url=http://127.0.0.1:$port
 
 for need in wrk curl; do
@@ -40,14 +45,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" import --data "$data" --db "$work/db" --quiet
+src=$data
+if [ -n "${FEATURES:-}" ]; then   # the interactions of DATA, features of FEATURES
+    src=$work/data
+    mkdir "$src"
+    ln -s "$(cd "$data" && pwd)"/*.inter "$src/"
+    ln -s "$(cd "$FEATURES" && pwd)"/*_feat.npy "$src/"
+fi
+"$bin" import --data "$src" --db "$work/db" --quiet
 users=$(ls "$data"/*.inter >/dev/null && \
         awk 'NR > 1 { if ($1 + 1 > n) n = $1 + 1 } END { print n }' \
             "$data"/*.inter)
 "$bin" serve --db "$work/db" --listen "127.0.0.1:$port" \
-    --set model.name=lightgcn --set "retrain.threads=$threads" \
-    --set "retrain.epochs=$epochs" --set retrain.initial_epochs=20 \
+    --set "model.name=$model" --set "retrain.threads=$threads" \
+    --set "retrain.epochs=$epochs" --set "retrain.initial_epochs=$initial" \
     --set retrain.min_interval_s=0 ${NICE:+--set retrain.nice=$NICE} \
+    ${BF16:+--set train.bf16_features=$BF16} \
     >"$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 900); do
@@ -73,7 +86,7 @@ wrk_run() {
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== $(basename "$data"): $users users, lightgcn, retrain.threads=$threads, wrk -t1 -c$conns, $secs s per run"
+echo "== $(basename "$data"): $users users, $model${FEATURES:+ (features $FEATURES)}, retrain.threads=$threads${NICE:+ nice=$NICE}${BF16:+ bf16_features=$BF16}, wrk -t1 -c$conns, $secs s per run"
 echo "| round | daemon | req/s | p50 ms | p99 ms |"
 echo "|---|---|---|---|---|"
 idle99=() busy99=()
