@@ -11,6 +11,7 @@
 #ifndef SGBD_TEST_MODEL_FIXTURE_H
 #define SGBD_TEST_MODEL_FIXTURE_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,43 @@ static inline int fixture_gradcheck(struct sgbd_model *m, float *theta,
                                     struct gradcheck_result *res)
 {
     return fixture_gradcheck_h(m, theta, b, n_probe, 0, res);
+}
+
+/*
+ * Two models of one layout (the same model in float32 and with
+ * bf16_features) at the same theta on batch b: their losses, the cosine
+ * of their gradients, and whether the gradients differ at all (the
+ * bfloat16 path taken). 0, or -1 when out of memory.
+ */
+struct fixture_pair {
+    double loss_a, loss_b, cosine;
+    int differ;
+};
+
+static inline int fixture_compare_grads(struct sgbd_model *a,
+                                        struct sgbd_model *b,
+                                        const float *theta,
+                                        const struct sgbd_batch *batch,
+                                        struct fixture_pair *out)
+{
+    size_t n = a->layout.n;
+    float *ga = calloc(n, sizeof(float)), *gb = calloc(n, sizeof(float));
+    double dot = 0, na = 0, nb = 0;
+
+    if (!ga || !gb || b->layout.n != n) {
+        free(ga), free(gb);
+        return -1;
+    }
+    out->loss_a = a->ops->loss_grad(a, theta, ga, batch);
+    out->loss_b = b->ops->loss_grad(b, theta, gb, batch);
+    for (size_t k = 0; k < n; k++) {
+        dot += (double)ga[k] * gb[k];
+        na += (double)ga[k] * ga[k], nb += (double)gb[k] * gb[k];
+    }
+    out->cosine = dot / sqrt(na * nb);
+    out->differ = memcmp(ga, gb, n * sizeof(float)) != 0;
+    free(ga), free(gb);
+    return 0;
 }
 
 #endif

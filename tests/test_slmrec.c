@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "model_fixture.h"
+#include "sgbd/bf16.h"
 #include "sgbd/err.h"
 #include "sgbd/models.h"
 
@@ -20,8 +21,8 @@ static const size_t dims2[2] = {5, 3};
 static const char *const names1[1] = {"text"};
 static const size_t dims1[1] = {4};
 
-static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
-                const struct sgbd_features *f, int D)
+static int make_with(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                     const struct sgbd_features *f, int D, int bf16)
 {
     struct sgbd_hparams hp;
     struct sgbd_model_input in = {ds, f, &hp};
@@ -31,7 +32,14 @@ static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
     hp.temp = 0.5;
     hp.ssl_temp = 0.7;
     hp.ssl_alpha = 0.3;
+    hp.bf16_features = bf16;
     return sgbd_slmrec_ops.create(m, &in);
+}
+
+static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                const struct sgbd_features *f, int D)
+{
+    return make_with(m, ds, f, D, 0);
 }
 
 static const float *T(const struct sgbd_model *m, const float *theta,
@@ -294,6 +302,35 @@ static void test_slmrec_loss_is_deterministic_and_adds(void)
     fixture_dataset_free(&ds);
 }
 
+/* The feature projections in bfloat16 move the loss and gradient by
+ * about the rounding, and do move them. */
+static void test_slmrec_bf16_features_keep_the_gradient(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m32 = NULL, *m16 = NULL;
+    struct fixture_batch fb;
+    struct fixture_pair r;
+
+    if (!sgbd_bf16_supported())
+        SKIP("no AVX512-BF16 on this CPU");
+    fixture_dataset(&ds, TU, TI, 30, 31);
+    fixture_features(&f, TI, 2, names2, dims2, 32);
+    fixture_batch(&fb, &ds, 6, 33);
+    CHECK_INT(make_with(&m32, &ds, &f, TD, 0), 0);
+    CHECK_INT(make_with(&m16, &ds, &f, TD, 1), 0);
+    float *theta = fixture_theta(m32, 34, 1.0f);
+    CHECK_INT(fixture_compare_grads(m32, m16, theta, &fb.b, &r), 0);
+    CHECK(isfinite(r.loss_a) && isfinite(r.loss_b));
+    CHECK_NEAR(r.loss_b, r.loss_a, 1e-2 * fabs(r.loss_a));
+    CHECK(r.cosine > 0.999);
+    CHECK(r.differ);
+    sgbd_params_free_arena(theta);
+    m16->ops->free(m16), m32->ops->free(m32);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
 static void test_slmrec_new_item_from_features(void)
 {
     struct sgbd_dataset ds;
@@ -360,6 +397,7 @@ int main(void)
     RUN(test_slmrec_loss_matches_reference);
     RUN(test_slmrec_loss_gradient);
     RUN(test_slmrec_loss_is_deterministic_and_adds);
+    RUN(test_slmrec_bf16_features_keep_the_gradient);
     RUN(test_slmrec_new_item_from_features);
     RUN(test_slmrec_rejects_bad_input);
     return harness_finish();

@@ -28,6 +28,7 @@
 
 #include "common.h"
 #include "lgn.h"
+#include "sgbd/bf16.h"
 #include "sgbd/err.h"
 #include "sgbd/graph.h"
 #include "sgbd/layers.h"
@@ -57,6 +58,8 @@ struct slmrec {
     int t_phu_w, t_phu_b, t_phi_w, t_phi_b;
     size_t dim[SGBD_MAX_CHANNELS];
     float *feat[SGBD_MAX_CHANNELS];      /* (I, D_c) rownorm(F_c) */
+    struct sgbd_bf16_fixed feat_bf[SGBD_MAX_CHANNELS]; /* feat rounded */
+    struct sgbd_bf16_fixed *fb[SGBD_MAX_CHANNELS]; /* with bf16_features */
     float *feat_mean[SGBD_MAX_CHANNELS]; /* (D_c) raw column means */
     struct slm_level lv[SGBD_MAX_CHANNELS];
     struct sgbd_csr adj;
@@ -99,8 +102,10 @@ static void slmrec_free(struct sgbd_model *base)
     if (!m)
         return;
     free_batch(m);
-    for (int c = 0; c < SGBD_MAX_CHANNELS; c++)
+    for (int c = 0; c < SGBD_MAX_CHANNELS; c++) {
         free(m->feat[c]), free(m->feat_mean[c]);
+        sgbd_bf16_fixed_deinit(&m->feat_bf[c]);
+    }
     free(m->seen), free(m->gx), free(m->x0);
     sgbd_lgn_deinit(&m->lgn);
     sgbd_csr_free(&m->adj);
@@ -172,7 +177,8 @@ static int declare_layout(struct slmrec *m, const struct sgbd_features *f)
 
 /* Fn_c = rownorm(F_c) once (slmrec.py normalises the features at init);
  * the raw means stand in for a missing channel at cold start. */
-static int copy_features(struct slmrec *m, const struct sgbd_features *f)
+static int copy_features(struct slmrec *m, const struct sgbd_features *f,
+                         int bf16)
 {
     size_t I = m->base.n_items;
     float *norms = malloc(I * sizeof(float));
@@ -189,6 +195,15 @@ static int copy_features(struct slmrec *m, const struct sgbd_features *f)
         }
         mdl_col_means(f->ch[c].m, m->feat_mean[c]);
         sgbd_layer_rownorm_forward(m->feat[c], norms, m->feat[c], I, m->dim[c]);
+        if (bf16) {
+            int rc = sgbd_bf16_fixed_init(&m->feat_bf[c], m->feat[c], I,
+                                          m->dim[c]);
+            if (rc < 0) {
+                free(norms);
+                return rc;
+            }
+            m->fb[c] = &m->feat_bf[c];
+        }
     }
     free(norms);
     return 0;
@@ -256,7 +271,7 @@ static int slmrec_create(struct sgbd_model **out,
     m->ssl_temp = in->hp->ssl_temp;
     m->ssl_alpha = in->hp->ssl_alpha;
 
-    rc = copy_features(m, in->feat);
+    rc = copy_features(m, in->feat, in->hp->bf16_features);
     if (rc == 0)
         rc = declare_layout(m, in->feat);
     if (rc == 0)
@@ -320,8 +335,10 @@ static float *gtens(const struct slmrec *m, float *grad, int t)
 }
 
 /* The input of tower t into x0 (or theta itself for an adjacent id
- * tower): [E_u; E_i] for t = 0, [E_u; P_c(Fn_c)] for t = c + 1. */
-static const float *tower_input(struct slmrec *m, const float *theta, int t)
+ * tower): [E_u; E_i] for t = 0, [E_u; P_c(Fn_c)] for t = c + 1. NULL
+ * with *rc set when the projection fails. */
+static const float *tower_input(struct slmrec *m, const float *theta, int t,
+                                int *rc)
 {
     size_t ud = (size_t)m->base.n_users * m->D, I = m->base.n_items;
 
@@ -333,9 +350,10 @@ static const float *tower_input(struct slmrec *m, const float *theta, int t)
         return m->x0;
     }
     int c = t - 1;
-    if (sgbd_layer_linear_forward(
-            m->x0 + ud, m->feat[c], tens(m, theta, m->t_pw[c]),
-            tens(m, theta, m->t_pb[c]), I, m->dim[c], m->D) < 0)
+    *rc = sgbd_layer_fixed_linear_forward(
+        m->x0 + ud, m->feat[c], m->fb[c], tens(m, theta, m->t_pw[c]),
+        tens(m, theta, m->t_pb[c]), I, m->dim[c], m->D);
+    if (*rc < 0)
         return NULL;
     return m->x0;
 }
@@ -344,11 +362,12 @@ static const float *tower_input(struct slmrec *m, const float *theta, int t)
 static int towers_forward(struct slmrec *m, const float *theta, size_t B)
 {
     for (int t = 0; t <= m->C; t++) {
-        const float *x0 = tower_input(m, theta, t);
+        int rc = 0;
+        const float *x0 = tower_input(m, theta, t, &rc);
         if (!x0)
-            return SGBD_E_SHAPE;
-        int rc =
-            sgbd_lgn_forward_rows(&m->lgn, &m->adj, x0, m->idx, 2 * B, m->z[t]);
+            return rc;
+        rc = sgbd_lgn_forward_rows(&m->lgn, &m->adj, x0, m->idx, 2 * B,
+                                   m->z[t]);
         if (rc < 0)
             return rc;
     }
@@ -517,8 +536,9 @@ static int towers_backward(struct slmrec *m, const float *theta, float *grad,
             sgbd_mat_axpy_wide(I * D, 1.0f, m->gx + ud, gtens(m, grad, m->t_item));
             continue;
         }
-        rc = lin_back(m, theta, grad, NULL, m->gx + ud, m->feat[t - 1],
-                      m->t_pw[t - 1], m->t_pb[t - 1], I, m->dim[t - 1], D);
+        rc = sgbd_layer_fixed_linear_backward(
+            gtens(m, grad, m->t_pw[t - 1]), gtens(m, grad, m->t_pb[t - 1]),
+            m->gx + ud, m->feat[t - 1], m->fb[t - 1], I, m->dim[t - 1], D);
         if (rc < 0)
             return rc;
     }
@@ -597,9 +617,9 @@ static int slmrec_embed(struct sgbd_model *base, const float *theta,
                          users.rows, users.cols, items.rows, items.cols, U, D,
                          I, D);
     for (int t = 0; t <= m->C && rc == 0; t++) {
-        const float *x0 = tower_input(m, theta, t);
+        const float *x0 = tower_input(m, theta, t, &rc);
         zall[t] = malloc(m->N * D * sizeof(float));
-        rc = !zall[t] ? -ENOMEM : !x0 ? SGBD_E_SHAPE : 0;
+        rc = !zall[t] ? -ENOMEM : rc;
         if (rc == 0)
             rc = sgbd_lgn_forward_all(&m->lgn, &m->adj, x0, zall[t]);
     }
