@@ -176,25 +176,28 @@ static void gemm(const struct gemm_job *j)
                       gemm_rows, (void *)j);
 }
 
+/* *buf at least `want` 4-byte elements (its capacity in *cap). */
+static int grow(void **buf, size_t *cap, size_t want, const char *what)
+{
+    void *p;
+
+    if (want <= *cap)
+        return 0;
+    p = aligned_alloc(64, round_up(want * 4, 64));
+    if (!p)
+        return sgbd_errf(-ENOMEM, "bf16: no memory for %zu MiB of %s",
+                         (want * 4) >> 20, what);
+    free(*buf);
+    *buf = p, *cap = want;
+    return 0;
+}
+
 static int reserve(struct sgbd_bf16_fixed *x, size_t pairs, size_t floats)
 {
-    if (pairs > x->pack_cap) {
-        uint32_t *p = aligned_alloc(64, round_up(pairs * 4, 64));
-        if (!p)
-            return sgbd_errf(-ENOMEM, "bf16: no memory for %zu MiB of "
-                             "packed factor", (pairs * 4) >> 20);
-        free(x->pack);
-        x->pack = p, x->pack_cap = pairs;
-    }
-    if (floats > x->tmp_cap) {
-        float *t = aligned_alloc(64, round_up(floats * 4, 64));
-        if (!t)
-            return sgbd_errf(-ENOMEM, "bf16: no memory for %zu MiB of "
-                             "product", (floats * 4) >> 20);
-        free(x->tmp);
-        x->tmp = t, x->tmp_cap = floats;
-    }
-    return 0;
+    int rc = grow((void **)&x->pack, &x->pack_cap, pairs, "packed factor");
+
+    return rc < 0 ? rc : grow((void **)&x->tmp, &x->tmp_cap, floats,
+                              "product");
 }
 
 int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,

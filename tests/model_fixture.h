@@ -323,4 +323,13 @@ static inline int fixture_compare_grads(struct sgbd_model *a,
     return 0;
 }
 
+/* What bfloat16 features must keep: finite losses within 1 % of each
+ * other, gradients within cosine 0.999, and not the same bits. */
+static inline int fixture_pair_close(const struct fixture_pair *r)
+{
+    return isfinite(r->loss_a) && isfinite(r->loss_b) &&
+           fabs(r->loss_b - r->loss_a) <= 1e-2 * fabs(r->loss_a) &&
+           r->cosine > 0.999 && r->differ;
+}
+
 #endif

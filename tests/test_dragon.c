@@ -175,10 +175,7 @@ static void test_dragon_bf16_features_keep_the_gradient(void)
     CHECK_INT(make_with(&m16, &ds, &f, 1e-2, 1), 0);
     float *theta = fixture_theta(m32, 24, 1.0f);
     CHECK_INT(fixture_compare_grads(m32, m16, theta, &fb.b, &r), 0);
-    CHECK(isfinite(r.loss_a) && isfinite(r.loss_b));
-    CHECK_NEAR(r.loss_b, r.loss_a, 1e-2 * fabs(r.loss_a));
-    CHECK(r.cosine > 0.999);
-    CHECK(r.differ);
+    CHECK(fixture_pair_close(&r));
     sgbd_params_free_arena(theta);
     m16->ops->free(m16), m32->ops->free(m32);
     fixture_features_free(&f);

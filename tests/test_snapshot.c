@@ -527,35 +527,47 @@ static void test_snapshot_api_responses_consistent_under_swaps(void)
     CHECK_INT(live, 0);
 }
 
-/* GET path?k=25 through the API: the parsed body, NULL unless 200. */
+/* One call through the API: the parsed body, NULL unless 200. */
+static json_t *api_call(struct sgbd_api *api, struct sgbd_api_request *req,
+                        const char *body)
+{
+    struct sgbd_api_response resp;
+    json_t *j = NULL;
+
+    if (body) {
+        req->content_type = "application/json";
+        req->content_length = (int64_t)strlen(body);
+    }
+    if (sgbd_api_begin(api, req, &resp) == 0) {
+        req->body = body;
+        req->body_len = body ? strlen(body) : 0;
+        sgbd_api_handle(api, req, &resp);
+    }
+    if (resp.status == 200)
+        j = json_loadb(resp.body, resp.len, 0, NULL);
+    sgbd_api_finish(api, req, &resp, 0);
+    sgbd_api_response_clear(&resp);
+    return j;
+}
+
+/* GET path?k=25. */
 static json_t *api_get_k25(struct sgbd_api *api, const char *path)
 {
     struct sgbd_api_request req = {0};
-    struct sgbd_api_response resp;
-    json_t *j = NULL;
 
     req.method = "GET";
     req.path = path;
     req.n_args = 1;
     req.args[0] = (struct sgbd_api_arg){"k", "25"};
-    if (sgbd_api_begin(api, &req, &resp) == 0)
-        sgbd_api_handle(api, &req, &resp);
-    if (resp.status == 200)
-        j = json_loadb(resp.body, resp.len, 0, NULL);
-    sgbd_api_finish(api, &req, &resp, 0);
-    sgbd_api_response_clear(&resp);
-    return j;
+    return api_call(api, &req, NULL);
 }
 
-/* POST /v1/recommendations for users u0 .. u0 + n, k 25: the parsed
- * body, NULL unless 200. */
+/* POST /v1/recommendations for users u0 .. u0 + n, k 25. */
 static json_t *api_batch_k25(struct sgbd_api *api, int u0, int n)
 {
     struct sgbd_api_request req = {0};
-    struct sgbd_api_response resp;
     char body[1024];
     size_t len = 0;
-    json_t *j = NULL;
 
     len += (size_t)snprintf(body, sizeof(body), "{\"k\": 25, \"user_ids\": [");
     for (int u = u0; u < u0 + n; u++)
@@ -564,18 +576,7 @@ static json_t *api_batch_k25(struct sgbd_api *api, int u0, int n)
     snprintf(body + len, sizeof(body) - len, "]}");
     req.method = "POST";
     req.path = "/v1/recommendations";
-    req.content_type = "application/json";
-    req.content_length = (int64_t)strlen(body);
-    if (sgbd_api_begin(api, &req, &resp) == 0) {
-        req.body = body;
-        req.body_len = strlen(body);
-        sgbd_api_handle(api, &req, &resp);
-    }
-    if (resp.status == 200)
-        j = json_loadb(resp.body, resp.len, 0, NULL);
-    sgbd_api_finish(api, &req, &resp, 0);
-    sgbd_api_response_clear(&resp);
-    return j;
+    return api_call(api, &req, body);
 }
 
 /* The "items" of body j are item ids i<idx[0]> .. i<idx[n - 1]>. */
