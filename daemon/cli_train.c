@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "sgbd/bf16.h"
 #include "sgbd/cli.h"
 #include "sgbd/config.h"
 #include "sgbd/dataset.h"
@@ -328,6 +329,9 @@ static json_t *summary_object(const struct sgbd_train_job *job,
                             json_integer((json_int_t)rep->result.grad_evals));
         json_object_set_new(o, "peak_rss_bytes",
                             json_integer(peak_rss_bytes()));
+        json_object_set_new(o, "bf16_features",
+                            json_boolean(job->cfg.bf16_features &&
+                                         sgbd_bf16_supported()));
         json_object_set_new(o, "valid_metric",
                             json_string(job->cfg.valid_metric));
         json_object_set_new(o, "valid", metrics_object(ev, 0));

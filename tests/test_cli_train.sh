@@ -45,6 +45,7 @@ for split in ("valid", "test"):
         for k in (5, 10, 20):
             assert f"{m}@{k}" in r[split], (split, m, k)
 assert r["model"] == "lightgcn" and r["optimizer"] == "adam"
+assert r["bf16_features"] is False   # float32 unless asked
 # Clusters make this catalogue learnable: far above the ~20/150 = 0.13
 # Recall@20 of a random ranking.
 assert r["test"]["recall@20"] > 0.25, r["test"]["recall@20"]
