@@ -11,7 +11,8 @@
 # SECONDS_EACH s on the idle daemon, then POST /v1/model/retrain and the
 # same wrk run while it trains ($EPOCHS epochs, long enough to cover the
 # run; a run that outlasts the retrain is reported as such). Prints
-# requests/s, p50 and p99 of each run and the ratio of the p99 medians.
+# requests/s, p50 and p99 of each run, how long each retrain took
+# (last_duration_s of GET /v1/model) and the ratio of the p99 medians.
 #
 # Environment: SGBD_BIN (default build/sgbd), CONNS (8), SECONDS_EACH
 # (8), ROUNDS (2), EPOCHS (40), PORT (18600), MODEL (lightgcn),
@@ -100,9 +101,10 @@ for r in $(seq "$rounds"); do
     read -r rps p50 p99 < <(wrk_run)
     note=
     training || note=" (the retrain ended during the run)"
-    echo "| $r | retraining | $rps | $p50 | $p99 |$note"
     busy99+=("$p99")
     for _ in $(seq 1200); do training || break; sleep 0.2; done
+    dur=$(curl -s "$url/v1/model" | grep -o '"last_duration_s":[0-9.]*' | cut -d: -f2)
+    echo "| $r | retraining | $rps | $p50 | $p99 |$note retrain ${dur:-?} s"
 done
 med() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 i=$(med "${idle99[@]}") b=$(med "${busy99[@]}")
