@@ -233,6 +233,42 @@ static void test_dragon_new_item_from_features(void)
     fixture_dataset_free(&ds);
 }
 
+/*
+ * The cold start keeps the forward pass of the parameters it last saw:
+ * asked again at the same theta it answers as a fresh model does, and
+ * after theta changes in place (the same pointer) it answers for the new
+ * contents, not the old.
+ */
+static void test_dragon_new_item_follows_theta(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m = NULL, *fresh = NULL;
+    float v[2][2 * LD], want[2 * LD], q[2][5] = {{0.3f, -0.2f, 0.1f, 0.5f,
+                                                  -0.4f},
+                                                 {0.2f, 0.7f, -0.1f}};
+    const float *feats[2] = {q[0], q[1]};
+
+    fixture_dataset(&ds, TU, TI, 30, 41);
+    fixture_features(&f, TI, 2, names2, dims2, 42);
+    CHECK_INT(make(&m, &ds, &f, 1e-3), 0);
+    float *theta = fixture_theta(m, 43, 1.0f);
+    for (int r = 0; r < 2; r++) {
+        CHECK_INT(m->ops->embed_new_item(m, theta, feats, v[r]), 0);
+        CHECK_INT(make(&fresh, &ds, &f, 1e-3), 0);
+        CHECK_INT(fresh->ops->embed_new_item(fresh, theta, feats, want), 0);
+        fresh->ops->free(fresh);
+        CHECK(memcmp(v[r], want, sizeof(want)) == 0);
+        for (size_t k = 0; k < m->layout.n; k += 7) /* every tensor moves */
+            theta[k] += 0.05f;
+    }
+    CHECK(memcmp(v[0], v[1], sizeof(v[0])) != 0);
+    sgbd_params_free_arena(theta);
+    m->ops->free(m);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
 static void test_dragon_rejects_bad_input(void)
 {
     struct sgbd_dataset ds;
@@ -261,6 +297,7 @@ int main(void)
     RUN(test_dragon_loss_is_deterministic_and_adds);
     RUN(test_dragon_bf16_features_keep_the_gradient);
     RUN(test_dragon_new_item_from_features);
+    RUN(test_dragon_new_item_follows_theta);
     RUN(test_dragon_rejects_bad_input);
     return harness_finish();
 }
