@@ -26,6 +26,7 @@
 
 #include "sgbd/err.h"
 #include "sgbd/parallel.h"
+#include "simd.h"
 
 #define MR 8     /* output rows per tile */
 #define NR 32    /* output columns per tile: two vectors */
@@ -49,9 +50,8 @@ static uint32_t to_bf16(float x)
     uint32_t b;
 
     memcpy(&b, &x, sizeof(b));
-    if ((b & 0x7fffffffu) > 0x7f800000u)
-        return (b >> 16) | 0x40u;
-    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    return (b & 0x7fffffffu) > 0x7f800000u ? (b >> 16) | 0x40u
+                                           : bf16_nearest(x);
 }
 
 static uint32_t pair(float lo, float hi)

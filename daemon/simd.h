@@ -11,6 +11,7 @@
 #ifndef SGBD_SIMD_H
 #define SGBD_SIMD_H
 
+#include <stdint.h>
 #include <string.h>
 
 /* Not under TSan: its runtime is not up yet when ifunc resolvers run. */
@@ -43,6 +44,17 @@ INLINE vf16 splat(float x)
 {
     vf16 v = {0};
     return v + x;
+}
+
+/* The 16 bits of x rounded to the nearest bfloat16, ties to even, for a
+ * finite x (within half a bfloat16 ulp of the float range it gives Inf;
+ * the callers decide what to do with that and with NaN). */
+INLINE uint32_t bf16_nearest(float x)
+{
+    uint32_t b;
+
+    memcpy(&b, &x, sizeof(b));
+    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
 }
 
 #endif

@@ -883,10 +883,9 @@ int sgbd_topk_screen_supported(size_t dim)
  * the value was truncated instead. */
 static uint16_t to_bf16(float x, int *cut)
 {
-    uint32_t b, r;
+    uint32_t b, r = bf16_nearest(x);
 
     memcpy(&b, &x, sizeof(b));
-    r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
     if ((r & 0x7f80u) == 0x7f80u) {
         *cut = 1;
         return (uint16_t)(b >> 16);
@@ -1156,6 +1155,31 @@ static int refine_pass(const float *u, struct sgbd_mat items, const float *sc,
     return rc;
 }
 
+/* SGBD_E_SHAPE unless screen was built for items' shape. */
+static int check_screen(const struct sgbd_topk_screen *screen,
+                        struct sgbd_mat items)
+{
+    if (screen && screen->v && screen->rows == items.rows &&
+        screen->cols == items.cols)
+        return 0;
+    return sgbd_errf(SGBD_E_SHAPE, "topk: the screen does not match items "
+                     "(%zu, %zu)", items.rows, items.cols);
+}
+
+/* The checks both batch calls make of their arguments. */
+static int check_batch(struct sgbd_mat users, struct sgbd_mat items,
+                       size_t k)
+{
+    if (users.cols != items.cols)
+        return sgbd_errf(SGBD_E_SHAPE, "topk_users: users (%zu, %zu) and "
+                         "items (%zu, %zu) differ in width", users.rows,
+                         users.cols, items.rows, items.cols);
+    if (k > INT_MAX)
+        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
+                         INT_MAX);
+    return 0;
+}
+
 int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
                             const struct sgbd_topk_screen *screen, size_t k,
                             const uint64_t *exclude_bits, uint32_t *out_idx,
@@ -1167,10 +1191,8 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
     double err;
     int rc, big;
 
-    if (!screen || !screen->v || screen->rows != items.rows ||
-        screen->cols != items.cols)
-        return sgbd_errf(SGBD_E_SHAPE, "topk: the screen does not match "
-                         "items (%zu, %zu)", items.rows, items.cols);
+    if ((rc = check_screen(screen, items)) < 0)
+        return rc;
     err = screen_error(u, screen, &big);
     if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > INT_MAX ||
         k > items.rows / 8 || !isfinite(err) || big ||
@@ -1373,19 +1395,12 @@ int sgbd_topk_users_screened(struct sgbd_mat users, struct sgbd_mat items,
 {
     struct screen_batch w = {0};
     size_t B = users.rows;
-    int rc = 0, keep;
+    int rc = check_batch(users, items, k), keep;
 
-    if (users.cols != items.cols)
-        return sgbd_errf(SGBD_E_SHAPE, "topk_users: users (%zu, %zu) and "
-                         "items (%zu, %zu) differ in width", users.rows,
-                         users.cols, items.rows, items.cols);
-    if (!screen || !screen->v || screen->rows != items.rows ||
-        screen->cols != items.cols)
-        return sgbd_errf(SGBD_E_SHAPE, "topk: the screen does not match "
-                         "items (%zu, %zu)", items.rows, items.cols);
-    if (k > INT_MAX)
-        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
-                         INT_MAX);
+    if (rc == 0)
+        rc = check_screen(screen, items);
+    if (rc < 0)
+        return rc;
     if (B == 0)
         return 0;
     if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > items.rows / 8 ||
@@ -1427,15 +1442,10 @@ int sgbd_topk_users(struct sgbd_mat users, struct sgbd_mat items, size_t k,
     struct sgbd_topk *t = NULL;
     struct sgbd_mat block = {0};
     size_t b_users = users.rows, per;
-    int rc = 0;
+    int rc = check_batch(users, items, k);
 
-    if (users.cols != items.cols)
-        return sgbd_errf(SGBD_E_SHAPE, "topk_users: users (%zu, %zu) and "
-                         "items (%zu, %zu) differ in width", users.rows,
-                         users.cols, items.rows, items.cols);
-    if (k > INT_MAX)
-        return sgbd_errf(SGBD_E_LIMIT, "topk: k %zu is above %d", k,
-                         INT_MAX);
+    if (rc < 0)
+        return rc;
     if (b_users == 0)
         return 0;
     per = BATCH_FLOATS / b_users / 64 * 64;
