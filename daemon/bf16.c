@@ -17,6 +17,17 @@
  * The backward goes through X^T so that the fixed matrix is always the
  * broadcast side and the per-call factor needs only rows interleaved in
  * pairs, not a transpose.
+ *
+ * Products over gathered rows X[idx] (m of them, a batch's items) read
+ * by_row only:
+ *
+ *   forward   Y (m, n)     += X[idx] W^T: A = by_row through idx
+ *   backward  dW (n, cols) += dY^T X[idx]: A[k][q] = (dY[2q][k], dY[2q+1][k]),
+ *                                     B[q][c] = (X[idx 2q][c], X[idx 2q+1][c])
+ *
+ * Here B is the wide factor (cols columns), so it is built in panels of
+ * NR columns, each contiguous, and the product runs panel by panel: a
+ * panel's block of PC pairs stays in L1 while every tile of dW reads it.
  */
 #include "sgbd/bf16.h"
 
@@ -69,7 +80,14 @@ struct gemm_job {
     const uint32_t *b;
     size_t ldb;
     size_t m, n, p;
+    const uint32_t *idx; /* row r of A is row idx[r] of a, or NULL */
 };
+
+/* Row r of A, from its pair p0. */
+static const uint32_t *a_row(const struct gemm_job *j, size_t r, size_t p0)
+{
+    return j->a + (j->idx ? j->idx[r] : r) * j->lda + p0;
+}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -87,21 +105,24 @@ int sgbd_bf16_supported(void)
 BF16_TARGET static void tile(const struct gemm_job *j, size_t r0, size_t c0,
                              size_t p0, size_t np)
 {
-    const uint32_t *a = j->a + r0 * j->lda + p0;
     const uint32_t *b = j->b + p0 * j->ldb + c0;
     size_t mr = min_size(MR, j->m - r0), nr = min_size(NR, j->n - c0);
+    const uint32_t *a[MR];
     __m512 acc[MR][2];
 
+    /* Rows past m repeat the last one; their sums are not stored. */
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; r++)
+    for (int r = 0; r < MR; r++) {
+        a[r] = a_row(j, r0 + min_size((size_t)r, mr - 1), p0);
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    }
     for (size_t p = 0; p < np; p++) {
         const uint32_t *bp = b + p * j->ldb;
         __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)bp);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bp + 16));
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[r * j->lda + p]);
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[r][p]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
@@ -138,6 +159,25 @@ BF16_TARGET static void interleave16(uint32_t *out, const float *r0,
 
     _mm512_storeu_si512((void *)out, _mm512_permutexvar_epi16(idx, (__m512i)h));
 }
+
+/* out[c] = (a[c], b[c]) for 32 columns of two by_row rows (16 pairs
+ * each): their 16-bit halves interleaved. */
+BF16_TARGET static void interleave_rows32(uint32_t *out, const uint32_t *a,
+                                          const uint32_t *b)
+{
+    const __m512i lo = _mm512_set_epi16(
+        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_set_epi16(
+        63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24,
+        55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
+    __m512i va = _mm512_loadu_si512((const void *)a);
+    __m512i vb = _mm512_loadu_si512((const void *)b);
+
+    _mm512_storeu_si512((void *)out, _mm512_permutex2var_epi16(va, lo, vb));
+    _mm512_storeu_si512((void *)(out + 16),
+                        _mm512_permutex2var_epi16(va, hi, vb));
+}
 #else
 int sgbd_bf16_supported(void)
 {
@@ -150,6 +190,11 @@ static void tile(const struct gemm_job *j, size_t r0, size_t c0, size_t p0,
 }
 
 static void interleave16(uint32_t *out, const float *r0, const float *r1)
+{
+}
+
+static void interleave_rows32(uint32_t *out, const uint32_t *a,
+                              const uint32_t *b)
 {
 }
 #endif
@@ -200,8 +245,8 @@ static int reserve(struct sgbd_bf16_fixed *x, size_t pairs, size_t floats)
                               "product");
 }
 
-int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
-                         size_t rows, size_t cols)
+static int fixed_init(struct sgbd_bf16_fixed *x, const float *data,
+                      size_t rows, size_t cols, int by_col)
 {
     memset(x, 0, sizeof(*x));
     if (!sgbd_bf16_supported())
@@ -213,8 +258,9 @@ int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
     x->rows = rows, x->cols = cols;
     x->pairs_c = (cols + 1) / 2, x->pairs_r = (rows + 1) / 2;
     x->by_row = calloc(round_up(rows, MR) * x->pairs_c, sizeof(uint32_t));
-    x->by_col = calloc(round_up(cols, MR) * x->pairs_r, sizeof(uint32_t));
-    if (!x->by_row || !x->by_col) {
+    if (by_col)
+        x->by_col = calloc(round_up(cols, MR) * x->pairs_r, sizeof(uint32_t));
+    if (!x->by_row || (by_col && !x->by_col)) {
         sgbd_bf16_fixed_deinit(x);
         return sgbd_errf(-ENOMEM, "bf16: no memory for a (%zu, %zu) "
                          "matrix", rows, cols);
@@ -225,7 +271,7 @@ int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
             x->by_row[r * x->pairs_c + p] =
                 pair(row[2 * p], 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f);
     }
-    for (size_t q = 0; q < x->pairs_r; q++) {
+    for (size_t q = 0; by_col && q < x->pairs_r; q++) {
         const float *r0 = data + 2 * q * cols;
         const float *r1 = 2 * q + 1 < rows ? r0 + cols : NULL;
         for (size_t c = 0; c < cols; c++)
@@ -234,30 +280,53 @@ int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
     return 0;
 }
 
+int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
+                         size_t rows, size_t cols)
+{
+    return fixed_init(x, data, rows, cols, 1);
+}
+
+int sgbd_bf16_fixed_init_rows(struct sgbd_bf16_fixed *x, const float *data,
+                              size_t rows, size_t cols)
+{
+    return fixed_init(x, data, rows, cols, 0);
+}
+
 void sgbd_bf16_fixed_deinit(struct sgbd_bf16_fixed *x)
 {
     if (!x)
         return;
-    free(x->tmp), free(x->pack), free(x->by_col), free(x->by_row);
+    free(x->left), free(x->tmp), free(x->pack), free(x->by_col),
+        free(x->by_row);
     memset(x, 0, sizeof(*x));
 }
 
-int sgbd_bf16_gemm_nt(float *y, const float *w, size_t n,
-                      struct sgbd_bf16_fixed *x)
+/* x->pack[p][k] = (W[k][2p], W[k][2p + 1]), rows ldb apart. */
+static void pack_w(struct sgbd_bf16_fixed *x, const float *w, size_t n,
+                   size_t ldb)
 {
-    size_t ldb = round_up(n, NR), P = x->pairs_c, F = x->cols;
-    int rc = x->by_row ? reserve(x, P * ldb, 0) : SGBD_E_UNSUPPORTED;
+    size_t F = x->cols;
 
-    if (rc < 0)
-        return rc;
-    for (size_t p = 0; p < P; p++) {
+    for (size_t p = 0; p < x->pairs_c; p++) {
         uint32_t *b = x->pack + p * ldb;
         for (size_t k = 0; k < n; k++)
             b[k] = pair(w[k * F + 2 * p],
                         2 * p + 1 < F ? w[k * F + 2 * p + 1] : 0.0f);
         memset(b + n, 0, (ldb - n) * sizeof(uint32_t));
     }
-    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, x->rows, n, P});
+}
+
+int sgbd_bf16_gemm_nt(float *y, const float *w, size_t n,
+                      struct sgbd_bf16_fixed *x)
+{
+    size_t ldb = round_up(n, NR), P = x->pairs_c;
+    int rc = x->by_row ? reserve(x, P * ldb, 0) : SGBD_E_UNSUPPORTED;
+
+    if (rc < 0)
+        return rc;
+    pack_w(x, w, n, ldb);
+    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, x->rows, n, P,
+                            NULL});
     return 0;
 }
 
@@ -310,7 +379,124 @@ int sgbd_bf16_gemm_tn(float *dw, const float *dy, size_t n,
     sgbd_parallel_for(Q, 1024, pack_rows,
                       &(struct pack_job){x->pack, dy, ldb, n, x->rows});
     memset(x->tmp, 0, F * n * sizeof(float));
-    gemm(&(struct gemm_job){x->tmp, n, x->by_col, Q, x->pack, ldb, F, n, Q});
+    gemm(&(struct gemm_job){x->tmp, n, x->by_col, Q, x->pack, ldb, F, n, Q,
+                            NULL});
     add_transposed(dw, x->tmp, F, n);
+    return 0;
+}
+
+/* Every idx below x->rows. */
+static int check_rows(const struct sgbd_bf16_fixed *x, const uint32_t *idx,
+                      size_t m)
+{
+    if (!x->by_row)
+        return SGBD_E_UNSUPPORTED;
+    for (size_t r = 0; r < m; r++)
+        if (idx[r] >= x->rows)
+            return sgbd_errf(SGBD_E_SHAPE, "bf16: row %u of a (%zu, %zu) "
+                             "matrix", idx[r], x->rows, x->cols);
+    return 0;
+}
+
+int sgbd_bf16_gemm_nt_rows(float *y, const float *w, size_t n,
+                           const uint32_t *idx, size_t m,
+                           struct sgbd_bf16_fixed *x)
+{
+    size_t ldb = round_up(n, NR), P = x->pairs_c;
+    int rc = check_rows(x, idx, m);
+
+    if (rc == 0)
+        rc = reserve(x, P * ldb, 0);
+    if (rc < 0 || m == 0)
+        return rc;
+    pack_w(x, w, n, ldb);
+    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, m, n, P, idx});
+    return 0;
+}
+
+struct panel_pack_job {
+    uint32_t *b;
+    const struct sgbd_bf16_fixed *x;
+    const uint32_t *idx;
+    size_t m, q_count;
+};
+
+/* Column c of a by_row row, as bfloat16 bits. */
+static uint32_t bf16_at(const uint32_t *row, size_t c)
+{
+    return row[c / 2] >> (c % 2 * 16) & 0xffffu;
+}
+
+/* Pairs [q0, q1) of gathered rows into the panels of B: panel t holds
+ * columns [t NR, t NR + NR) of every pair, NR apart, zero past cols. */
+static void pack_panels(void *ctx, size_t q0, size_t q1)
+{
+    const struct panel_pack_job *j = ctx;
+    const struct sgbd_bf16_fixed *x = j->x;
+    size_t F = x->cols, full = F / NR, panels = round_up(F, NR) / NR;
+
+    for (size_t q = q0; q < q1; q++) {
+        const uint32_t *ra = x->by_row + j->idx[2 * q] * x->pairs_c;
+        const uint32_t *rb = 2 * q + 1 < j->m
+                                 ? x->by_row + j->idx[2 * q + 1] * x->pairs_c
+                                 : NULL;
+        for (size_t t = 0; t < panels; t++) {
+            uint32_t *out = j->b + (t * j->q_count + q) * NR;
+            if (t < full && rb) {
+                interleave_rows32(out, ra + t * NR / 2, rb + t * NR / 2);
+                continue;
+            }
+            for (size_t c = 0; c < NR; c++) {
+                size_t col = t * NR + c;
+                uint32_t lo = col < F ? bf16_at(ra, col) : 0;
+                uint32_t hi = col < F && rb ? bf16_at(rb, col) : 0;
+                out[c] = lo | hi << 16;
+            }
+        }
+    }
+}
+
+/* Panels [t0, t1) of dW: each panel's pairs in blocks of PC, every row
+ * tile of dW per block, summed in that order whatever the cut. */
+static void gemm_panels(void *ctx, size_t t0, size_t t1)
+{
+    const struct gemm_job *j = ctx;
+
+    for (size_t t = t0; t < t1; t++) {
+        struct gemm_job panel = {j->c + t * NR, j->ldc, j->a, j->lda,
+                                 j->b + t * j->p * NR, NR, j->m,
+                                 min_size(NR, j->n - t * NR), j->p, NULL};
+        for (size_t p0 = 0; p0 < j->p; p0 += PC)
+            for (size_t r0 = 0; r0 < j->m; r0 += MR)
+                tile(&panel, r0, 0, p0, min_size(PC, j->p - p0));
+    }
+}
+
+int sgbd_bf16_gemm_tn_rows(float *dw, const float *dy, size_t n,
+                           const uint32_t *idx, size_t m,
+                           struct sgbd_bf16_fixed *x)
+{
+    size_t Q = (m + 1) / 2, F = x->cols, panels = round_up(F, NR) / NR;
+    size_t per_panel = round_up(n, MR) * NR * Q * 2;
+    int rc = check_rows(x, idx, m);
+
+    if (rc == 0)
+        rc = grow((void **)&x->pack, &x->pack_cap, panels * Q * NR,
+                  "gathered rows");
+    if (rc == 0)
+        rc = grow((void **)&x->left, &x->left_cap, n * Q, "packed factor");
+    if (rc < 0 || m == 0 || n == 0)
+        return rc;
+    for (size_t k = 0; k < n; k++)
+        for (size_t q = 0; q < Q; q++)
+            x->left[k * Q + q] = pair(dy[2 * q * n + k],
+                                      2 * q + 1 < m ? dy[(2 * q + 1) * n + k]
+                                                    : 0.0f);
+    sgbd_parallel_for(Q, 256, pack_panels,
+                      &(struct panel_pack_job){x->pack, x, idx, m, Q});
+    sgbd_parallel_for(panels, GRAIN_MACS / (per_panel ? per_panel : 1) + 1,
+                      gemm_panels,
+                      &(struct gemm_job){dw, F, x->left, Q, x->pack, NR, n, F,
+                                         Q, NULL});
     return 0;
 }

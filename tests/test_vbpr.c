@@ -5,6 +5,7 @@
 
 #include "harness.h"
 #include "model_fixture.h"
+#include "sgbd/bf16.h"
 #include "sgbd/err.h"
 #include "sgbd/models.h"
 
@@ -15,8 +16,8 @@
 static const char *const two_names[2] = {"image", "text"};
 static const size_t two_dims[2] = {5, 3};
 
-static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
-                const struct sgbd_features *f, double reg)
+static int make_with(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                     const struct sgbd_features *f, double reg, int bf16)
 {
     struct sgbd_hparams hp;
     struct sgbd_model_input in = {ds, f, &hp};
@@ -24,7 +25,14 @@ static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
     sgbd_hparams_defaults(&hp);
     hp.embedding_size = TD;
     hp.reg_weight = reg;
+    hp.bf16_features = bf16;
     return sgbd_vbpr_ops.create(m, &in);
+}
+
+static int make(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                const struct sgbd_features *f, double reg)
+{
+    return make_with(m, ds, f, reg, 0);
 }
 
 static const float *tensor(const struct sgbd_model *m, const float *theta,
@@ -277,6 +285,49 @@ static void test_vbpr_rejects_bad_input(void)
     fixture_dataset_free(&ds);
 }
 
+/* With the features in bfloat16 the loss and gradient move by about the
+ * rounding, and do move; the served vectors are the ones training saw,
+ * close to the float32 ones. */
+static void test_vbpr_bf16_features_keep_the_gradient(void)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m32 = NULL, *m16 = NULL;
+    struct fixture_batch fb;
+    struct fixture_pair r;
+    float users[TU * 2 * TD], items[2][TI * 2 * TD];
+
+    if (!sgbd_bf16_supported())
+        SKIP("no AVX512-BF16 on this CPU");
+    fixture_dataset(&ds, TU, TI, 30, 41);
+    fixture_features(&f, TI, 2, two_names, two_dims, 42);
+    fixture_batch(&fb, &ds, 6, 43);
+    CHECK_INT(make_with(&m32, &ds, &f, 1e-2, 0), 0);
+    CHECK_INT(make_with(&m16, &ds, &f, 1e-2, 1), 0);
+    float *theta = fixture_theta(m32, 44, 1.0f);
+    float *bias = (float *)tensor(m32, theta, "item_linear.bias");
+    for (int d = 0; d < TD; d++)
+        bias[d] = 0.1f * (d + 1);
+    CHECK_INT(fixture_compare_grads(m32, m16, theta, &fb.b, &r), 0);
+    CHECK(fixture_pair_close(&r));
+    struct sgbd_model *m[2] = {m32, m16};
+    for (int k = 0; k < 2; k++)
+        CHECK_INT(m[k]->ops->embed(m[k], theta,
+                                   sgbd_mat_view(users, TU, 2 * TD),
+                                   sgbd_mat_view(items[k], TI, 2 * TD)),
+                  0);
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < TI * 2 * TD; i++) {
+        diff += fabs(items[1][i] - items[0][i]);
+        norm += fabs(items[0][i]);
+    }
+    CHECK(diff > 0 && diff < 1e-2 * norm);
+    sgbd_params_free_arena(theta);
+    m16->ops->free(m16), m32->ops->free(m32);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+}
+
 static void test_vbpr_is_registered(void)
 {
     CHECK(sgbd_model_find("vbpr") == &sgbd_vbpr_ops);
@@ -291,6 +342,7 @@ int main(void)
     RUN(test_vbpr_loss_is_deterministic_and_adds);
     RUN(test_vbpr_new_item_from_features);
     RUN(test_vbpr_rejects_bad_input);
+    RUN(test_vbpr_bf16_features_keep_the_gradient);
     RUN(test_vbpr_is_registered);
     return harness_finish();
 }

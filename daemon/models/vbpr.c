@@ -6,7 +6,9 @@
  * projects only its distinct items: the M <= 2B feature rows are gathered
  * into one (M, F) block, so the forward and dW are one sgemm each of
  * M x F x D instead of I x F x D. The model keeps its own (I, F) copy of
- * the features (frozen data), in concatenation order.
+ * the features (frozen data), in concatenation order. With bf16_features
+ * the copy is also rounded to bfloat16 once, and both products read the
+ * batch's rows from it in place (bf16.h): nothing is gathered.
  */
 #include <errno.h>
 #include <math.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "sgbd/bf16.h"
 #include "sgbd/bpr.h"
 #include "sgbd/err.h"
 #include "sgbd/layers.h"
@@ -28,14 +31,16 @@ struct vbpr {
     int order[SGBD_MAX_CHANNELS];  /* dataset index of k-th block of f */
     size_t col[SGBD_MAX_CHANNELS]; /* column of dataset channel c in f */
     size_t width[SGBD_MAX_CHANNELS];
-    float *feat;      /* (I, F) concatenated features */
+    float *feat;      /* (I, F) concatenated features; NULL once rounded */
     float *feat_mean; /* (F) column means, for missing channels */
+    struct sgbd_bf16_fixed feat_bf; /* feat rounded, with bf16_features */
+    struct sgbd_bf16_fixed *fb;     /* &feat_bf, or NULL in float32 */
     uint32_t *seen;   /* distinct training items */
     size_t n_seen;
     int32_t *slot_of;                 /* (I) -1, or slot in the batch's uniq */
     size_t cap;                       /* batch rows the buffers below hold */
     uint32_t *uniq, *slot_p, *slot_n; /* (2B), (B), (B) */
-    float *fg;                        /* (2B, F) gathered features */
+    float *fg;                        /* (2B, F) gathered, float32 only */
     float *proj, *dproj;              /* (2B, D) W f + b and its gradient */
     float *vu, *vp, *vn;              /* (B, 2D) final vectors */
     float *du, *dp, *dn;              /* (B, 2D) their gradients */
@@ -60,6 +65,7 @@ static void vbpr_free(struct sgbd_model *base)
     free_batch(m);
     free(m->slot_of);
     free(m->seen);
+    sgbd_bf16_fixed_deinit(&m->feat_bf);
     free(m->feat_mean);
     free(m->feat);
     free(m);
@@ -83,8 +89,10 @@ static int declare_layout(struct vbpr *m)
     return m->t_b < 0 ? m->t_b : 0;
 }
 
-/* Concatenate the channels text first into feat (I, F); column means. */
-static int copy_features(struct vbpr *m, const struct sgbd_features *f)
+/* Concatenate the channels text first into feat (I, F); column means;
+ * the bfloat16 copy when asked for. */
+static int copy_features(struct vbpr *m, const struct sgbd_features *f,
+                         int bf16)
 {
     size_t I = m->base.n_items, F = 0;
 
@@ -108,6 +116,14 @@ static int copy_features(struct vbpr *m, const struct sgbd_features *f)
                    m->width[c] * sizeof(float));
     }
     mdl_col_means(sgbd_mat_view(m->feat, I, F), m->feat_mean);
+    if (!bf16)
+        return 0;
+    int rc = sgbd_bf16_fixed_init_rows(&m->feat_bf, m->feat, I, F);
+    if (rc < 0)
+        return rc;
+    m->fb = &m->feat_bf;
+    free(m->feat); /* every product now reads the rounded copy */
+    m->feat = NULL;
     return 0;
 }
 
@@ -145,7 +161,7 @@ static int vbpr_create(struct sgbd_model **out,
     m->base.dim = 2 * m->D;
     m->reg = in->hp->reg_weight;
 
-    rc = copy_features(m, in->feat);
+    rc = copy_features(m, in->feat, in->hp->bf16_features);
     if (rc == 0)
         rc = declare_layout(m);
     if (rc == 0)
@@ -168,7 +184,7 @@ static int reserve_batch(struct vbpr *m, size_t B)
     m->uniq = malloc(2 * B * sizeof(uint32_t));
     m->slot_p = malloc(B * sizeof(uint32_t));
     m->slot_n = malloc(B * sizeof(uint32_t));
-    m->fg = malloc(2 * B * m->F * fl);
+    m->fg = m->fb ? NULL : malloc(2 * B * m->F * fl);
     m->proj = malloc(2 * B * m->D * fl);
     m->dproj = malloc(2 * B * m->D * fl);
     m->vu = malloc(B * D2 * fl), m->du = malloc(B * D2 * fl);
@@ -176,7 +192,8 @@ static int reserve_batch(struct vbpr *m, size_t B)
     m->vn = malloc(B * D2 * fl), m->dn = malloc(B * D2 * fl);
     m->x = malloc(B * fl), m->dx = malloc(B * fl);
     m->cap = B;
-    if (m->uniq && m->slot_p && m->slot_n && m->fg && m->proj && m->dproj &&
+    if (m->uniq && m->slot_p && m->slot_n && (m->fg || m->fb) && m->proj &&
+        m->dproj &&
         m->vu && m->du && m->vp && m->dp && m->vn && m->dn && m->x && m->dx)
         return 0;
     m->cap = 0;
@@ -190,6 +207,40 @@ static void item_vector(float *v, const float *ei, const float *proj, size_t D)
     memcpy(v + D, proj, D * sizeof(float));
 }
 
+/* proj (M, D) = W f + b of the batch's distinct items m->uniq. */
+static int project(struct vbpr *m, const float *theta, size_t M)
+{
+    const struct sgbd_params *p = &m->base.layout;
+    const float *w = theta + p->t[m->t_w].offset;
+    const float *bias = theta + p->t[m->t_b].offset;
+    size_t D = m->D;
+
+    if (!m->fb) {
+        sgbd_layer_gather_rows(m->fg, m->feat, m->uniq, M, m->F);
+        return sgbd_layer_linear_forward(m->proj, m->fg, w, bias, M, m->F, D);
+    }
+    for (size_t r = 0; r < M; r++)
+        memcpy(m->proj + r * D, bias, D * sizeof(float));
+    return sgbd_bf16_gemm_nt_rows(m->proj, w, D, m->uniq, M, m->fb);
+}
+
+/* dW (D, F) += dproj^T f, db += column sums of dproj (M, D). */
+static int project_backward(struct vbpr *m, const float *theta, float *grad,
+                            size_t M)
+{
+    const struct sgbd_params *p = &m->base.layout;
+    float *dw = grad + p->t[m->t_w].offset, *db = grad + p->t[m->t_b].offset;
+    size_t D = m->D;
+
+    if (!m->fb)
+        return sgbd_layer_linear_backward(NULL, dw, db, m->dproj, m->fg,
+                                          theta + p->t[m->t_w].offset, M,
+                                          m->F, D);
+    for (size_t r = 0; r < M; r++)
+        sgbd_mat_axpy(D, 1.0f, m->dproj + r * D, db);
+    return sgbd_bf16_gemm_tn_rows(dw, m->dproj, D, m->uniq, M, m->fb);
+}
+
 /* Project the batch's distinct items and assemble the final vectors. */
 static int forward_batch(struct vbpr *m, const float *theta,
                          const struct sgbd_batch *b, size_t *n_uniq)
@@ -201,9 +252,7 @@ static int forward_batch(struct vbpr *m, const float *theta,
     int rc;
 
     mdl_unique_items(b, m->slot_of, m->uniq, &M, m->slot_p, m->slot_n);
-    sgbd_layer_gather_rows(m->fg, m->feat, m->uniq, M, m->F);
-    rc = sgbd_layer_linear_forward(m->proj, m->fg, theta + p->t[m->t_w].offset,
-                                   theta + p->t[m->t_b].offset, M, m->F, D);
+    rc = project(m, theta, M);
     if (rc < 0)
         return rc;
     sgbd_layer_gather_rows(m->vu, eu, b->users, b->n, 2 * D);
@@ -257,9 +306,7 @@ static int backward_batch(struct vbpr *m, const float *theta, float *grad,
         sgbd_mat_axpy(D, 1.0f, dp + D, m->dproj + (size_t)m->slot_p[k] * D);
         sgbd_mat_axpy(D, 1.0f, dn + D, m->dproj + (size_t)m->slot_n[k] * D);
     }
-    return sgbd_layer_linear_backward(
-        NULL, grad + p->t[m->t_w].offset, grad + p->t[m->t_b].offset, m->dproj,
-        m->fg, theta + p->t[m->t_w].offset, M, m->F, D);
+    return project_backward(m, theta, grad, M);
 }
 
 static double vbpr_loss_grad(struct sgbd_model *base, const float *theta,
@@ -280,6 +327,25 @@ static double vbpr_loss_grad(struct sgbd_model *base, const float *theta,
     if ((rc = backward_batch(m, theta, grad, b, M)) < 0)
         return mdl_fail(base, rc);
     return loss;
+}
+
+/* The right halves of items (I, 2D), which hold b, += W f of every item
+ * in bfloat16, as training saw them. */
+static int embed_projection_bf16(struct vbpr *m, const float *theta,
+                                 struct sgbd_mat items)
+{
+    const struct sgbd_params *p = &m->base.layout;
+    size_t D = m->D, I = m->base.n_items;
+    float *proj = calloc(I * D, sizeof(float));
+    int rc;
+
+    if (!proj)
+        return sgbd_errf(-ENOMEM, "vbpr: no memory to project %zu items", I);
+    rc = sgbd_bf16_gemm_nt(proj, theta + p->t[m->t_w].offset, D, m->fb);
+    for (size_t i = 0; rc == 0 && i < I; i++)
+        sgbd_mat_axpy(D, 1.0f, proj + i * D, sgbd_mat_row(items, i) + D);
+    free(proj);
+    return rc;
 }
 
 static int vbpr_embed(struct sgbd_model *base, const float *theta,
@@ -306,6 +372,8 @@ static int vbpr_embed(struct sgbd_model *base, const float *theta,
         memcpy(row, ei + i * D, D * sizeof(float));
         memcpy(row + D, bias, D * sizeof(float));
     }
+    if (m->fb)
+        return embed_projection_bf16(m, theta, items);
     struct sgbd_mat right = {items.data + D, I, D, items.stride};
     return sgbd_mat_gemm_nt(
         right, sgbd_mat_view(m->feat, I, m->F),

@@ -36,6 +36,8 @@ struct sgbd_bf16_fixed {
     size_t pack_cap;   /* in pairs */
     float *tmp;        /* scratch: (cols, n) X^T dY before dW */
     size_t tmp_cap;    /* in floats */
+    uint32_t *left;    /* scratch: dY^T in pairs, gathered products */
+    size_t left_cap;   /* in pairs */
 };
 
 /* Whether this CPU runs the products (AVX512-BF16 and AVX512-BW). */
@@ -49,6 +51,14 @@ int sgbd_bf16_supported(void);
 int sgbd_bf16_fixed_init(struct sgbd_bf16_fixed *x, const float *data,
                          size_t rows, size_t cols);
 
+/*
+ * The same with the by_row layout only, half the memory: enough for the
+ * products over gathered rows below and for sgbd_bf16_gemm_nt, not for
+ * sgbd_bf16_gemm_tn (SGBD_E_UNSUPPORTED).
+ */
+int sgbd_bf16_fixed_init_rows(struct sgbd_bf16_fixed *x, const float *data,
+                              size_t rows, size_t cols);
+
 /* Free x and zero it; a zeroed struct is fine. */
 void sgbd_bf16_fixed_deinit(struct sgbd_bf16_fixed *x);
 
@@ -59,5 +69,18 @@ int sgbd_bf16_gemm_nt(float *y, const float *w, size_t n,
 /* dW (n, cols) += dY^T X, dY (rows, n). 0 or -ENOMEM (dW untouched). */
 int sgbd_bf16_gemm_tn(float *dw, const float *dy, size_t n,
                       struct sgbd_bf16_fixed *x);
+
+/*
+ * The same two products over the rows idx[0 .. m) of X, in that order
+ * (a batch's distinct items; rows may repeat):
+ *   Y (m, n) += X[idx] W^T,  dW (n, cols) += dY^T X[idx], dY (m, n).
+ * 0, -ENOMEM or SGBD_E_SHAPE for an index past X (output untouched).
+ */
+int sgbd_bf16_gemm_nt_rows(float *y, const float *w, size_t n,
+                           const uint32_t *idx, size_t m,
+                           struct sgbd_bf16_fixed *x);
+int sgbd_bf16_gemm_tn_rows(float *dw, const float *dy, size_t n,
+                           const uint32_t *idx, size_t m,
+                           struct sgbd_bf16_fixed *x);
 
 #endif
