@@ -281,39 +281,46 @@ void sgbd_layer_bpr_diff_backward(float *du, float *dp, float *dq,
 }
 
 /*
- * The softmax loops vectorise only when GCC may if-convert float
- * compares, which -ftrapping-math (the default) forbids; that flag only
- * concerns FP exception flags, never values, so the kernels below drop
- * it (and exp_nonpos must match them to be inlined).
+ * exp(x) for x <= 0 in float, branch-free: x log2(e) = n + f with
+ * |f| <= 1/2, 2^f = e^g (g = f ln 2) by its degree-6 Taylor polynomial
+ * (relative error about 1e-7), 2^n put into the exponent bits; arguments
+ * below -87 flush to 0 (libm's exp was a third of SLMRec's time). Written
+ * on 16 lanes with GCC's vector extensions so that every KERNEL_CLONES
+ * level runs it at its width; the scalar form does the same operations
+ * for the tails, so a value does not depend on where it falls.
  */
-#if defined(__GNUC__) && !defined(__clang__)
-#define SOFTMAX_KERNEL __attribute__((optimize("no-trapping-math")))
-#define SOFTMAX_INLINE                                                         \
-    __attribute__((optimize("no-trapping-math"), always_inline))
-#else
-#define SOFTMAX_KERNEL
-#define SOFTMAX_INLINE
-#endif
+typedef int32_t vi16 __attribute__((vector_size(64)));
 
-/*
- * exp(x) for x <= 0 in float, branch-free so the loops that call it
- * vectorise (libm's exp was a third of SLMRec's time): x log2(e) = n + f
- * with |f| <= 1/2, 2^f = e^g (g = f ln 2) by its degree-6 Taylor
- * polynomial (relative error about 1e-7), 2^n put into the exponent
- * bits; arguments below -87 flush to 0.
- */
-SOFTMAX_INLINE static inline float exp_nonpos(float x)
+#define EXP_POLY(g)                                                            \
+    (1.0f +                                                                    \
+     (g) * (1.0f +                                                             \
+            (g) * (0.5f +                                                      \
+                   (g) * (1.0f / 6 +                                           \
+                          (g) * (1.0f / 24 +                                   \
+                                 (g) * (1.0f / 120 + (g) * (1.0f / 720)))))))
+
+INLINE vf16 exp_nonpos16(vf16 x)
+{
+    vi16 live = x > -87.0f; /* all ones where x > -87 */
+    vf16 low = splat(-87.0f), xc, g, p, scale;
+
+    xc = (vf16)(((vi16)x & live) | ((vi16)low & ~live));
+    vf16 t = xc * 1.44269504f; /* x log2(e) */
+    vi16 ni = __builtin_convertvector(t - 0.5f, vi16); /* round, t <= 0 */
+    g = (t - __builtin_convertvector(ni, vf16)) * 0.69314718f;
+    p = EXP_POLY(g);
+    vi16 bits = (ni + 127) * (1 << 23);
+    memcpy(&scale, &bits, sizeof(scale));
+    return (vf16)((vi16)(p * scale) & live);
+}
+
+INLINE float exp_nonpos(float x)
 {
     float xc = x > -87.0f ? x : -87.0f;
-    float t = xc * 1.44269504f;              /* x log2(e) */
-    int32_t ni = (int32_t)(t - 0.5f);        /* round, t <= 0 */
-    float g = (t - (float)ni) * 0.69314718f; /* |g| <= ln2 / 2 */
-    float p =
-        1.0f +
-        g * (1.0f +
-             g * (0.5f +
-                  g * (1.0f / 6 +
-                       g * (1.0f / 24 + g * (1.0f / 120 + g * (1.0f / 720))))));
+    float t = xc * 1.44269504f;
+    int32_t ni = (int32_t)(t - 0.5f);
+    float g = (t - (float)ni) * 0.69314718f;
+    float p = EXP_POLY(g);
     int32_t bits = (ni + 127) * (1 << 23);
     float scale;
 
@@ -321,57 +328,123 @@ SOFTMAX_INLINE static inline float exp_nonpos(float x)
     return x > -87.0f ? p * scale : 0.0f;
 }
 
-#define LSE_CHUNK 64
-
-/* Row max and sum of exp(row - max): the exponentials in chunks, so
- * that loop vectorises; the chunk is summed in double in a fixed order. */
-SOFTMAX_KERNEL
-static double row_logsumexp(const float *row, size_t B, float *mx_out)
+/* The largest of row[0 .. B), B >= 1: 16 running maxima, then the
+ * largest of them (max is exact, so the order does not matter). */
+INLINE float row_max(const float *row, size_t B)
 {
-    float e[LSE_CHUNK], mx = row[0];
-    double z = 0.0;
+    float lane[16], mx = row[0];
+    size_t c = 0;
 
-    for (size_t c = 1; c < B; c++)
-        mx = row[c] > mx ? row[c] : mx;
-    for (size_t c0 = 0; c0 < B; c0 += LSE_CHUNK) {
-        size_t n = B - c0 < LSE_CHUNK ? B - c0 : LSE_CHUNK;
-        for (size_t k = 0; k < n; k++)
-            e[k] = exp_nonpos(row[c0 + k] - mx);
-        for (size_t k = 0; k < n; k++)
-            z += e[k];
+    if (B >= 16) {
+        vf16 m = load16(row);
+        for (c = 16; c + 16 <= B; c += 16) {
+            vf16 v = load16(row + c);
+            vi16 gt = v > m;
+            m = (vf16)(((vi16)v & gt) | ((vi16)m & ~gt));
+        }
+        STORE16(lane, m);
+        for (size_t l = 0; l < 16; l++)
+            mx = lane[l] > mx ? lane[l] : mx;
     }
-    *mx_out = mx;
-    return z;
+    for (; c < B; c++)
+        mx = row[c] > mx ? row[c] : mx;
+    return mx;
 }
 
-/* d (n) += k exp(row - mx), vectorised like row_logsumexp. */
-SOFTMAX_KERNEL
+#define LSE_LANES 8
+
+/* Row max and sum of exp(row - max), the sum in double into 8 lanes
+ * (8 independent chains instead of one; element k into lane k mod 8)
+ * that are added in a fixed order at the end. */
+KERNEL_CLONES
+static double row_logsumexp(const float *row, size_t B, float *mx_out)
+{
+    float mx = row_max(row, B), e[16];
+    double lane[LSE_LANES] = {0};
+    size_t c = 0;
+
+    for (; c + 16 <= B; c += 16) {
+        vf16 v = exp_nonpos16(load16(row + c) - mx);
+        STORE16(e, v);
+        for (size_t l = 0; l < LSE_LANES; l++)
+            lane[l] += e[l];
+        for (size_t l = 0; l < LSE_LANES; l++)
+            lane[l] += e[LSE_LANES + l];
+    }
+    for (; c < B; c++)
+        lane[c % LSE_LANES] += exp_nonpos(row[c] - mx);
+    *mx_out = mx;
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* d (n) += k exp(row - mx). */
+KERNEL_CLONES
 static void add_softmax_row(float *restrict d, const float *restrict row,
                             size_t n, float mx, float k)
 {
-    for (size_t c = 0; c < n; c++)
+    size_t c = 0;
+
+    for (; c + 16 <= n; c += 16) {
+        vf16 v = load16(d + c) + k * exp_nonpos16(load16(row + c) - mx);
+        STORE16(d + c, v);
+    }
+    for (; c < n; c++)
         d[c] += k * exp_nonpos(row[c] - mx);
+}
+
+/* The rows are cut into INFONCE_BLOCKS fixed blocks whose losses are
+ * added in block order, so the sum does not depend on the threads. */
+#define INFONCE_BLOCKS 64
+
+struct infonce_job {
+    float *dlogits;
+    const float *logits;
+    size_t B, per_block;
+    double scale;
+    double part[INFONCE_BLOCKS];
+};
+
+static void infonce_blocks(void *ctx, size_t k0, size_t k1)
+{
+    struct infonce_job *j = ctx;
+    size_t B = j->B;
+
+    for (size_t k = k0; k < k1; k++) {
+        size_t b1 = (k + 1) * j->per_block < B ? (k + 1) * j->per_block : B;
+        double loss = 0.0;
+
+        for (size_t b = k * j->per_block; b < b1; b++) {
+            const float *row = j->logits + b * B;
+            float mx;
+            double z = row_logsumexp(row, B, &mx);
+
+            loss += log(z) + mx - row[b];
+            if (!j->dlogits)
+                continue;
+            float *d = j->dlogits + b * B;
+            add_softmax_row(d, row, B, mx, (float)(j->scale / (double)B / z));
+            d[b] -= (float)(j->scale / (double)B);
+        }
+        j->part[k] = loss;
+    }
 }
 
 double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
                           double scale)
 {
+    struct infonce_job j = {dlogits, logits, B,
+                            (B + INFONCE_BLOCKS - 1) / INFONCE_BLOCKS, scale,
+                            {0}};
+    size_t blocks = B ? (B + j.per_block - 1) / j.per_block : 0;
+    size_t per_block_work = j.per_block * B;
     double loss = 0.0;
 
-    for (size_t b = 0; b < B; b++) {
-        const float *row = logits + b * B;
-        float mx;
-        double z = row_logsumexp(row, B, &mx);
-
-        loss += log(z) + mx - row[b];
-        if (!dlogits)
-            continue;
-        float *d = dlogits + b * B;
-        float k = (float)(scale / (double)B / z);
-        add_softmax_row(d, row, B, mx, k);
-        d[b] -= (float)(scale / (double)B);
-    }
-    return loss / (double)B;
+    sgbd_parallel_for(blocks, WIDE_MIN_FLOATS / (per_block_work + 1) + 1,
+                      infonce_blocks, &j);
+    for (size_t k = 0; k < blocks; k++)
+        loss += j.part[k];
+    return B ? loss / (double)B : 0.0;
 }
 
 double sgbd_layer_infonce_pair(float *da, float *db, const float *a,

@@ -309,6 +309,42 @@ static void test_layers_infonce_value_and_gradient(void)
     CHECK_GRAD(res, 1e-3);
 }
 
+/* A batch large enough for the pool, off the 64-wide chunks: loss and
+ * gradient against double, the same bits on one thread and two. */
+static void test_layers_infonce_large_batch_on_any_thread_count(void)
+{
+    const size_t B = 300;
+    float *lg = malloc(B * B * sizeof(float));
+    float *d[2] = {calloc(B * B, sizeof(float)), calloc(B * B, sizeof(float))};
+    double loss[2], want = 0.0, worst = 0.0;
+    struct sgbd_rng r;
+
+    CHECK(lg && d[0] && d[1]);
+    sgbd_rng_init(&r, 11, 1);
+    fill_uniform(lg, B * B, -8, 8, &r);
+    for (int t = 0; t < 2; t++) {
+        CHECK_INT(sgbd_parallel_set_threads(t + 1), 0);
+        loss[t] = sgbd_layer_infonce(d[t], lg, B, 3.0);
+    }
+    sgbd_parallel_set_threads(0);
+    CHECK(loss[0] == loss[1]);
+    CHECK(memcmp(d[0], d[1], B * B * sizeof(float)) == 0);
+    for (size_t b = 0; b < B; b++) {
+        double z = 0.0;
+        for (size_t c = 0; c < B; c++)
+            z += exp((double)lg[b * B + c]);
+        want += log(z) - lg[b * B + b];
+        for (size_t c = 0; c < B; c++) {
+            double g = 3.0 * (exp((double)lg[b * B + c]) / z - (b == c)) / B;
+            double e = fabs(d[0][b * B + c] - g);
+            worst = e > worst ? e : worst;
+        }
+    }
+    CHECK_NEAR(loss[0], want / B, 1e-5);
+    CHECK(worst < 1e-7);
+    free(d[0]), free(d[1]), free(lg);
+}
+
 struct pair_ctx {
     size_t n, w;
     float *ws;
@@ -470,6 +506,7 @@ int main(void)
     RUN(test_layers_gather_scatter_duplicates_accumulate);
     RUN(test_layers_bpr_diff_values_and_gradient);
     RUN(test_layers_infonce_value_and_gradient);
+    RUN(test_layers_infonce_large_batch_on_any_thread_count);
     RUN(test_layers_infonce_pair_value_and_gradient);
     RUN(test_layers_softmax_rows_weights);
     RUN(test_layers_mlp_chain_gradient);

@@ -126,7 +126,9 @@ void sgbd_layer_bpr_diff_backward(float *du, float *dp, float *dq,
  * L = (1/B) sum_b [logsumexp_c logits[b, c] - logits[b, b]], logits
  * (B, B). Adds scale * dL/dlogits = scale * (softmax(logits) - I) / B
  * (5.7) into dlogits (may be NULL), returns L (not scaled). Stable for
- * large logits (max subtracted); sums in double.
+ * large logits (max subtracted); sums in double. Rows run on the compute
+ * pool, in fixed blocks summed in order: the same bits on any thread
+ * count. Not from inside a parallel chunk.
  */
 double sgbd_layer_infonce(float *dlogits, const float *logits, size_t B,
                           double scale);
