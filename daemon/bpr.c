@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sgbd/err.h"
+#include "sgbd/mmrec_rng.h"
 
 struct sgbd_bpr_sampler {
     const struct sgbd_dataset *ds;
@@ -18,6 +19,14 @@ struct sgbd_bpr_sampler {
     uint32_t *order;             /* (n_train) permutation of this epoch */
     uint32_t *users, *pos, *neg; /* (B) the current batch */
     struct sgbd_rng shuffle, negative;
+    struct mmrec_streams *mmrec; /* NULL, or MMRec's own draws */
+};
+
+/* MMRec's NumPy and Python generators, and the order of the negative
+ * items that Python's shuffle gave (mmrec_rng.h). */
+struct mmrec_streams {
+    struct sgbd_mt19937 numpy, python;
+    uint32_t *items; /* (n_neg_items) */
 };
 
 static int check_dataset(const struct sgbd_dataset *ds)
@@ -85,10 +94,48 @@ int sgbd_bpr_sampler_new(struct sgbd_bpr_sampler **out,
     return 0;
 }
 
+int sgbd_bpr_sampler_new_mmrec(struct sgbd_bpr_sampler **out,
+                               const struct sgbd_dataset *ds,
+                               size_t batch_size, uint32_t seed)
+{
+    struct mmrec_streams *m;
+    int rc = sgbd_bpr_sampler_new(out, ds, batch_size, seed);
+
+    if (rc < 0)
+        return rc;
+    if (ds->n_neg_items > UINT32_MAX)
+        rc = sgbd_errf(SGBD_E_FORMAT, "bpr: %zu negative items; MMRec's "
+                       "streams draw at most %u", ds->n_neg_items,
+                       UINT32_MAX);
+    m = rc == 0 ? calloc(1, sizeof(*m)) : NULL;
+    if (m)
+        m->items = malloc(ds->n_neg_items * sizeof(uint32_t));
+    if (rc == 0 && (!m || !m->items))
+        rc = sgbd_errf(-ENOMEM, "bpr: cannot allocate MMRec's streams");
+    if (rc < 0) {
+        if (m)
+            free(m->items);
+        free(m);
+        sgbd_bpr_sampler_free(*out);
+        *out = NULL;
+        return rc;
+    }
+    sgbd_mt_seed(&m->numpy, seed);
+    sgbd_mt_seed_python(&m->python, seed);
+    /* pretrain_setup: all_items sorted, then random.shuffle */
+    memcpy(m->items, ds->neg_items, ds->n_neg_items * sizeof(uint32_t));
+    sgbd_py_shuffle_u32(&m->python, m->items, ds->n_neg_items);
+    (*out)->mmrec = m;
+    return 0;
+}
+
 void sgbd_bpr_sampler_free(struct sgbd_bpr_sampler *s)
 {
     if (!s)
         return;
+    if (s->mmrec)
+        free(s->mmrec->items);
+    free(s->mmrec);
     free(s->neg);
     free(s->pos);
     free(s->users);
@@ -105,7 +152,10 @@ size_t sgbd_bpr_n_batches(const struct sgbd_bpr_sampler *s)
  * and it saves rewriting the identity every epoch. */
 void sgbd_bpr_epoch_begin(struct sgbd_bpr_sampler *s)
 {
-    sgbd_rng_shuffle_u32(&s->shuffle, s->order, s->ds->n_train);
+    if (s->mmrec) /* DataFrame.sample(frac=1) of the last epoch's order */
+        sgbd_np_shuffle_u32(&s->mmrec->numpy, s->order, s->ds->n_train);
+    else
+        sgbd_rng_shuffle_u32(&s->shuffle, s->order, s->ds->n_train);
     s->next = 0;
 }
 
@@ -139,10 +189,13 @@ static inline int in_train(const struct sgbd_itemsets *t, uint32_t u,
 static uint32_t draw_negative(struct sgbd_bpr_sampler *s, uint32_t u)
 {
     const struct sgbd_dataset *ds = s->ds;
+    struct mmrec_streams *m = s->mmrec;
     uint32_t i;
 
     do
-        i = ds->neg_items[sgbd_rng_below(&s->negative, ds->n_neg_items)];
+        i = m ? m->items[sgbd_py_randbelow(&m->python,
+                                           (uint32_t)ds->n_neg_items)]
+              : ds->neg_items[sgbd_rng_below(&s->negative, ds->n_neg_items)];
     while (in_train(&ds->train, u, i));
     return i;
 }

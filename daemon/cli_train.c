@@ -332,6 +332,9 @@ static json_t *summary_object(const struct sgbd_train_job *job,
         json_object_set_new(o, "bf16_features",
                             json_boolean(job->cfg.bf16_features &&
                                          sgbd_bf16_supported()));
+        json_object_set_new(o, "streams",
+                            json_string(rep->mmrec_streams ? "mmrec"
+                                                           : "sgbd"));
         json_object_set_new(o, "valid_metric",
                             json_string(job->cfg.valid_metric));
         json_object_set_new(o, "valid", metrics_object(ev, 0));

@@ -119,6 +119,12 @@ static const struct opt options[] = {
      "cut-offs K at which metrics are reported"},
     {"train", "threads", OPT_INT, F(threads), "0", 0, 256, 1,
      "threads for training maths; 0: all cores"},
+    {"train", "streams", OPT_STRING, F(streams), "auto", 0, 0, 1,
+     "random draws of offline runs: mmrec draws initialisation, epoch "
+     "order and negatives from MMRec's own generators (Python, NumPy, "
+     "torch) seeded as MMRec seeds them, so that a run follows MMRec's "
+     "run of the same seed (LightGCN, seeds below 2^32); sgbd draws from "
+     "SGBD's streams; auto is mmrec where it applies"},
     {"train", "bf16_features", OPT_BOOL, F(bf16_features), "false", 0, 1, 1,
      "multiply the item features by their projections in bfloat16 "
      "(features and weights rounded to 8 bits; about twice as fast on "
@@ -240,6 +246,10 @@ static int check_values(const struct sgbd_config *cfg, char *why, size_t n)
     if (!ok)
         return snprintf(why, n, "[optimizer] name: '%s' is not one of adam, "
                         "mg, sam, sgbd", cfg->optimizer), -1;
+    if (strcmp(cfg->streams, "auto") != 0 &&
+        strcmp(cfg->streams, "mmrec") != 0 && strcmp(cfg->streams, "sgbd") != 0)
+        return snprintf(why, n, "[train] streams: '%s' is not one of auto, "
+                        "mmrec, sgbd", cfg->streams), -1;
     if (sgbd_log_level_parse(cfg->log_level) < 0)
         return snprintf(why, n, "[log] level: '%s' is not one of err, "
                         "warning, notice, info, debug", cfg->log_level), -1;
@@ -373,6 +383,28 @@ int sgbd_config_fixed_differs(const struct sgbd_config *a,
     return 0;
 }
 
+/* "# text suffix" wrapped at word boundaries into lines of at most
+ * COMMENT_WIDTH columns: people read the file, and inih refuses lines
+ * longer than its buffer. */
+#define COMMENT_WIDTH 78
+
+static void write_comment(FILE *f, const char *text, const char *suffix)
+{
+    char buf[1024];
+    size_t col = 0;
+
+    snprintf(buf, sizeof(buf), "%s%s", text, suffix);
+    for (char *w = strtok(buf, " "); w; w = strtok(NULL, " ")) {
+        size_t n = strlen(w);
+        if (col > 0 && col + 1 + n > COMMENT_WIDTH) {
+            fputc('\n', f);
+            col = 0;
+        }
+        col += (size_t)fprintf(f, col ? " %s" : "# %s", w);
+    }
+    fputc('\n', f);
+}
+
 void sgbd_config_write_reference(FILE *f)
 {
     const char *section = "";
@@ -387,8 +419,8 @@ void sgbd_config_write_reference(FILE *f)
             section = o->section;
             fprintf(f, "\n[%s]\n", section);
         }
-        fprintf(f, "# %s%s\n%s =%s%s\n", o->help,
-                o->reloadable ? " (reload)" : "", o->key,
-                o->defval[0] ? " " : "", o->defval);
+        write_comment(f, o->help, o->reloadable ? " (reload)" : "");
+        fprintf(f, "%s =%s%s\n", o->key, o->defval[0] ? " " : "",
+                o->defval);
     }
 }

@@ -19,6 +19,7 @@
 #include "sgbd/log.h"
 #include "sgbd/mat.h"
 #include "sgbd/metrics.h"
+#include "sgbd/mmrec_rng.h"
 #include "sgbd/model.h"
 #include "sgbd/parallel.h"
 #include "sgbd/store.h"
@@ -41,6 +42,7 @@ struct run {
     int points_cap;
     struct sgbd_store *store;       /* with --db */
     uint64_t last_seq;              /* newest interaction trained on */
+    int mmrec_streams;              /* draws from MMRec's generators */
 };
 
 static double now_seconds(void)
@@ -177,6 +179,35 @@ static int setup(struct run *r, const char *model)
     return 0;
 }
 
+/*
+ * [train] streams: mmrec where asked, or under auto where every tensor
+ * can be drawn as MMRec draws it and the seed is one NumPy takes.
+ */
+static int resolve_streams(struct run *r)
+{
+    const struct sgbd_config *c = &r->job->cfg;
+    int drawable = sgbd_params_mmrec_drawable(&r->model->layout);
+    int seed_ok = c->seed >= 0 && c->seed <= (int64_t)UINT32_MAX;
+
+    r->mmrec_streams = 0;
+    if (strcmp(c->streams, "sgbd") == 0)
+        return 0;
+    if (strcmp(c->streams, "auto") == 0) {
+        r->mmrec_streams = drawable && seed_ok;
+        return 0;
+    }
+    if (!seed_ok)
+        return sgbd_errf(SGBD_E_CONFIG, "train: streams = mmrec takes a "
+                         "seed from 0 to 2^32 - 1 (NumPy's range), not "
+                         "%lld", (long long)c->seed);
+    if (!drawable)
+        return sgbd_errf(SGBD_E_CONFIG, "train: streams = mmrec follows "
+                         "MMRec's draws only for models initialised "
+                         "Xavier-uniform (lightgcn), not %s", c->model);
+    r->mmrec_streams = 1;
+    return 0;
+}
+
 /* The model of r->ops over the loaded data, with a fresh arena. */
 static int create_model(struct run *r)
 {
@@ -193,8 +224,18 @@ static int create_model(struct run *r)
     r->theta = sgbd_params_alloc_arena(&r->model->layout);
     if (!r->theta)
         return -ENOMEM;
-    sgbd_rng_init(&rng, (uint64_t)r->job->cfg.seed, SGBD_RNG_INIT);
-    sgbd_params_init(&r->model->layout, r->theta, &rng);
+    rc = resolve_streams(r);
+    if (rc < 0)
+        return rc;
+    if (r->mmrec_streams) {
+        rc = sgbd_params_init_mmrec(&r->model->layout, r->theta,
+                                    (uint32_t)r->job->cfg.seed);
+        if (rc < 0)
+            return rc;
+    } else {
+        sgbd_rng_init(&rng, (uint64_t)r->job->cfg.seed, SGBD_RNG_INIT);
+        sgbd_params_init(&r->model->layout, r->theta, &rng);
+    }
     rc = sgbd_mat_alloc(&r->users, r->ds.n_users, r->model->dim);
     if (rc == 0)
         rc = sgbd_mat_alloc(&r->items, r->ds.n_items, r->model->dim);
@@ -555,6 +596,8 @@ int sgbd_train_job_run(struct sgbd_train_job *job,
     o.stopping_step = job->cfg.stopping_step;
     o.batch_size = (size_t)job->cfg.batch_size;
     o.seed = (uint64_t)job->cfg.seed;
+    o.mmrec_streams = r.mmrec_streams;
+    rep->mmrec_streams = r.mmrec_streams;
     o.restore_best = 1;
     o.evaluate = evaluate;
     o.eval_ctx = &r;

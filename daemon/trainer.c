@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +110,14 @@ int sgbd_trainer_new(struct sgbd_trainer **out, struct sgbd_model *m,
     t->n = m->layout.n;
     sgbd_rng_init(&t->graph_rng, o->seed, SGBD_RNG_GRAPH);
 
-    rc = sgbd_bpr_sampler_new(&t->sampler, ds, o->batch_size, o->seed);
+    if (o->mmrec_streams && o->seed > UINT32_MAX)
+        rc = sgbd_errf(SGBD_E_CONFIG, "train: MMRec's streams take a seed "
+                       "below 2^32, not %llu", (unsigned long long)o->seed);
+    else if (o->mmrec_streams)
+        rc = sgbd_bpr_sampler_new_mmrec(&t->sampler, ds, o->batch_size,
+                                        (uint32_t)o->seed);
+    else
+        rc = sgbd_bpr_sampler_new(&t->sampler, ds, o->batch_size, o->seed);
     if (rc < 0)
         goto out;
     rc = sgbd_stepper_new(&t->stepper, &o->step, t->n);

@@ -143,6 +143,8 @@ static void test_config_rejects_out_of_range_and_garbage(void)
     CHECK_INT(sgbd_config_set(&cfg, "model.embedding_size", "12x"),
               SGBD_E_CONFIG);
     CHECK_INT(sgbd_config_set(&cfg, "optimizer.name", "sgd"), SGBD_E_CONFIG);
+    CHECK_INT(sgbd_config_set(&cfg, "train.streams", "torch"), SGBD_E_CONFIG);
+    CHECK_INT(sgbd_config_set(&cfg, "train.streams", "mmrec"), 0);
     CHECK_INT(sgbd_config_set(&cfg, "retrain.enabled", "maybe"),
               SGBD_E_CONFIG);
     CHECK_INT(sgbd_config_set(&cfg, "nosuch", "1"), SGBD_E_CONFIG);
@@ -164,6 +166,13 @@ static void test_config_reference_file_reloads_to_defaults(void)
     sgbd_config_defaults(&b);
     CHECK_INT(sgbd_config_load(&b, path), 0);
     CHECK(memcmp(&a, &b, sizeof(a)) == 0);
+    /* lines short enough to read, and to fit inih's line buffer */
+    char line[512];
+    f = fopen(path, "r");
+    CHECK(f != NULL);
+    while (fgets(line, sizeof(line), f))
+        CHECK(strlen(line) <= 80);
+    fclose(f);
     unlink(path);
 }
 

@@ -264,6 +264,53 @@ static void test_bpr_negatives_are_uniform(void)
     free_dataset(&ds);
 }
 
+/*
+ * With MMRec's streams the sampler draws what MMRec's TrainDataLoader
+ * draws. Reference: Python 3.11, NumPy 1.24, pandas 1.5 after
+ * random.seed(999), np.random.seed(999): all_items = sorted distinct
+ * train items, random.shuffle(all_items); per epoch df = df.sample(
+ * frac=1).reset_index(drop=True), then per row random.sample(all_items,
+ * 1)[0] until the user has not trained on it. Item 8 has no training
+ * row, so it is never a negative.
+ */
+static void test_bpr_mmrec_streams_follow_mmrec(void)
+{
+    static const uint32_t rows[12][2] = {
+        {0, 1}, {0, 3}, {1, 2}, {2, 0}, {2, 5}, {3, 1},
+        {3, 4}, {4, 6}, {5, 2}, {5, 7}, {1, 6}, {4, 0}};
+    static const uint32_t want[2][12][3] = {
+        {{2, 5, 4}, {1, 2, 0}, {1, 6, 3}, {4, 0, 7}, {3, 4, 5}, {4, 6, 2},
+         {2, 0, 6}, {5, 7, 3}, {5, 2, 6}, {0, 3, 0}, {3, 1, 5}, {0, 1, 2}},
+        {{1, 2, 3}, {0, 3, 7}, {3, 1, 7}, {5, 7, 0}, {3, 4, 7}, {2, 0, 1},
+         {4, 0, 1}, {1, 6, 3}, {4, 6, 3}, {2, 5, 6}, {0, 1, 5}, {5, 2, 4}}};
+    struct sgbd_dataset ds = {0};
+    struct sgbd_bpr_sampler *s = NULL;
+    struct sgbd_batch b;
+
+    ds.n_users = 6, ds.n_items = 9, ds.n_train = 12;
+    ds.train_users = malloc(12 * sizeof(uint32_t));
+    ds.train_items = malloc(12 * sizeof(uint32_t));
+    CHECK(ds.train_users && ds.train_items);
+    for (int r = 0; r < 12; r++)
+        ds.train_users[r] = rows[r][0], ds.train_items[r] = rows[r][1];
+    CHECK_INT(finish_dataset(&ds), 0);
+    /* batches of 5, 5 and 2 rows: the draws do not depend on the cut */
+    CHECK_INT(sgbd_bpr_sampler_new_mmrec(&s, &ds, 5, 999), 0);
+    for (int e = 0; e < 2; e++) {
+        int r = 0;
+        sgbd_bpr_epoch_begin(s);
+        while (sgbd_bpr_next(s, &b))
+            for (size_t k = 0; k < b.n; k++, r++) {
+                CHECK_INT(b.users[k], want[e][r][0]);
+                CHECK_INT(b.pos[k], want[e][r][1]);
+                CHECK_INT(b.neg[k], want[e][r][2]);
+            }
+        CHECK_INT(r, 12);
+    }
+    sgbd_bpr_sampler_free(s);
+    free_dataset(&ds);
+}
+
 static void test_bpr_rejects_bad_input(void)
 {
     struct sgbd_dataset ds;
@@ -496,6 +543,7 @@ int main(void)
     RUN(test_bpr_is_deterministic_for_a_seed);
     RUN(test_bpr_negatives_avoid_train_items);
     RUN(test_bpr_negatives_are_uniform);
+    RUN(test_bpr_mmrec_streams_follow_mmrec);
     RUN(test_bpr_rejects_bad_input);
     RUN(test_bpr_samples_a_baby_epoch);
     RUN(test_bpr_loss_ln_value_and_gradient);

@@ -46,6 +46,7 @@ for split in ("valid", "test"):
             assert f"{m}@{k}" in r[split], (split, m, k)
 assert r["model"] == "lightgcn" and r["optimizer"] == "adam"
 assert r["bf16_features"] is False   # float32 unless asked
+assert r["streams"] == "mmrec"       # auto: LightGCN draws as MMRec
 # Clusters make this catalogue learnable: far above the ~20/150 = 0.13
 # Recall@20 of a random ranking.
 assert r["test"]["recall@20"] > 0.25, r["test"]["recall@20"]
@@ -87,6 +88,35 @@ else
 fi
 expect_error store_unknown_version "checkpoint 9 not found" \
     "$bin" eval --db "$tmp/db" --version 9
+
+# 3b. Streams: the same seed gives the same run, another seed another;
+#     a model MMRec's draws do not cover is refused when mmrec is asked
+#     for, and draws from SGBD's streams under auto.
+run_streams() {
+    "$bin" train --data "$tmp/cat" --model "$1" --optimizer adam --epochs 3 \
+        --lr 0.01 --json --quiet --seed "$2" --set "train.streams=$3" \
+        2>/dev/null
+}
+if run_streams lightgcn 5 mmrec >"$tmp/s1.json" &&
+   run_streams lightgcn 5 mmrec >"$tmp/s2.json" &&
+   run_streams lightgcn 6 mmrec >"$tmp/s3.json" &&
+   run_streams lightgcn 5 sgbd >"$tmp/s4.json"; then
+    python3 - "$tmp"/s1.json "$tmp"/s2.json "$tmp"/s3.json "$tmp"/s4.json <<'PY' && ok streams_reproduce_and_differ || bad streams_reproduce_and_differ
+import json, sys
+a, b, c, d = (json.load(open(p)) for p in sys.argv[1:5])
+assert a["streams"] == "mmrec" and d["streams"] == "sgbd"
+assert a["test"] == b["test"]
+assert a["test"] != c["test"] and a["test"] != d["test"]
+PY
+else
+    bad streams_reproduce_and_differ
+fi
+expect_error streams_mmrec_refuses_other_models "streams = mmrec" \
+    "$bin" train --data "$tmp/cat" --model vbpr --epochs 1 \
+    --set train.streams=mmrec --quiet
+expect_error streams_mmrec_refuses_a_large_seed "2^32" \
+    "$bin" train --data "$tmp/cat" --model lightgcn --epochs 1 \
+    --seed 4294967296 --set train.streams=mmrec --quiet
 
 # 4. Bad input: one clear line naming the file and the problem.
 mkdir -p "$tmp/noheader" "$tmp/nonnum" "$tmp/rows" "$tmp/trunc"

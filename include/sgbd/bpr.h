@@ -40,6 +40,15 @@ struct sgbd_bpr_sampler;
 int sgbd_bpr_sampler_new(struct sgbd_bpr_sampler **out,
                          const struct sgbd_dataset *ds, size_t batch_size,
                          uint64_t seed);
+/*
+ * The same sampler drawing what MMRec's TrainDataLoader draws from its
+ * own generators seeded with seed (mmrec_rng.h): NumPy's permutation of
+ * the last epoch's rows, and negatives from Python's shuffle of the
+ * sorted negative items, indexed by random.sample's draw.
+ */
+int sgbd_bpr_sampler_new_mmrec(struct sgbd_bpr_sampler **out,
+                               const struct sgbd_dataset *ds,
+                               size_t batch_size, uint32_t seed);
 void sgbd_bpr_sampler_free(struct sgbd_bpr_sampler *s);
 
 /* Batches per epoch: ceil(n_train / batch_size). */

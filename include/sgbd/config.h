@@ -65,6 +65,7 @@ struct sgbd_config {
     char topk[64];               /* evaluated K list, "5,10,20" */
     int threads;                 /* OpenBLAS and SpMM threads for training */
     int bf16_features;           /* feature projections in bfloat16 */
+    char streams[8];             /* offline draws: auto, mmrec, sgbd */
 
     /* [retrain] */
     int retrain_enabled;

@@ -43,6 +43,7 @@ struct sgbd_train_report {
     struct sgbd_train_result result;   /* best metrics in result.best */
     double train_seconds_per_epoch;    /* sampling and steps only */
     double eval_seconds_per_split;     /* full ranking of one split */
+    int mmrec_streams;                 /* drew from MMRec's generators */
     int has_noisy;
     struct sgbd_epoch_eval noisy;      /* test metrics under noise */
     int n_points;

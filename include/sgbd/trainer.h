@@ -80,6 +80,8 @@ struct sgbd_train_opts {
     int stopping_step;          /* patience 20 */
     size_t batch_size;          /* B 2048 */
     uint64_t seed;              /* 999; sampler and pre_epoch streams */
+    int mmrec_streams;          /* sampler draws as MMRec (mmrec_rng.h);
+                                   seed below 2^32 */
     int restore_best;           /* 1: theta ends as the best epoch's copy */
     struct sgbd_step_opts step; /* step rule and base optimiser */
     sgbd_eval_fn evaluate;      /* NULL: no evaluation, no early stop */
