@@ -316,18 +316,25 @@ static void pack_w(struct sgbd_bf16_fixed *x, const float *w, size_t n,
     }
 }
 
-int sgbd_bf16_gemm_nt(float *y, const float *w, size_t n,
-                      struct sgbd_bf16_fixed *x)
+/* Y (m, n) += A W^T with A the rows idx of X, or its first m rows when
+ * idx is NULL; the index already checked. */
+static int forward(float *y, const float *w, size_t n, const uint32_t *idx,
+                   size_t m, struct sgbd_bf16_fixed *x)
 {
     size_t ldb = round_up(n, NR), P = x->pairs_c;
     int rc = x->by_row ? reserve(x, P * ldb, 0) : SGBD_E_UNSUPPORTED;
 
-    if (rc < 0)
+    if (rc < 0 || m == 0)
         return rc;
     pack_w(x, w, n, ldb);
-    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, x->rows, n, P,
-                            NULL});
+    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, m, n, P, idx});
     return 0;
+}
+
+int sgbd_bf16_gemm_nt(float *y, const float *w, size_t n,
+                      struct sgbd_bf16_fixed *x)
+{
+    return forward(y, w, n, NULL, x->rows, x);
 }
 
 struct pack_job {
@@ -402,16 +409,9 @@ int sgbd_bf16_gemm_nt_rows(float *y, const float *w, size_t n,
                            const uint32_t *idx, size_t m,
                            struct sgbd_bf16_fixed *x)
 {
-    size_t ldb = round_up(n, NR), P = x->pairs_c;
     int rc = check_rows(x, idx, m);
 
-    if (rc == 0)
-        rc = reserve(x, P * ldb, 0);
-    if (rc < 0 || m == 0)
-        return rc;
-    pack_w(x, w, n, ldb);
-    gemm(&(struct gemm_job){y, n, x->by_row, P, x->pack, ldb, m, n, P, idx});
-    return 0;
+    return rc < 0 ? rc : forward(y, w, n, idx, m, x);
 }
 
 struct panel_pack_job {

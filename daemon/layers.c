@@ -289,8 +289,6 @@ void sgbd_layer_bpr_diff_backward(float *du, float *dp, float *dq,
  * level runs it at its width; the scalar form does the same operations
  * for the tails, so a value does not depend on where it falls.
  */
-typedef int32_t vi16 __attribute__((vector_size(64)));
-
 #define EXP_POLY(g)                                                            \
     (1.0f +                                                                    \
      (g) * (1.0f +                                                             \
@@ -302,10 +300,8 @@ typedef int32_t vi16 __attribute__((vector_size(64)));
 INLINE vf16 exp_nonpos16(vf16 x)
 {
     vi16 live = x > -87.0f; /* all ones where x > -87 */
-    vf16 low = splat(-87.0f), xc, g, p, scale;
-
-    xc = (vf16)(((vi16)x & live) | ((vi16)low & ~live));
-    vf16 t = xc * 1.44269504f; /* x log2(e) */
+    vf16 g, p, scale;
+    vf16 t = select16(live, x, splat(-87.0f)) * 1.44269504f; /* x log2(e) */
     vi16 ni = __builtin_convertvector(t - 0.5f, vi16); /* round, t <= 0 */
     g = (t - __builtin_convertvector(ni, vf16)) * 0.69314718f;
     p = EXP_POLY(g);
@@ -337,11 +333,8 @@ INLINE float row_max(const float *row, size_t B)
 
     if (B >= 16) {
         vf16 m = load16(row);
-        for (c = 16; c + 16 <= B; c += 16) {
-            vf16 v = load16(row + c);
-            vi16 gt = v > m;
-            m = (vf16)(((vi16)v & gt) | ((vi16)m & ~gt));
-        }
+        for (c = 16; c + 16 <= B; c += 16)
+            m = max_lanes(m, load16(row + c));
         STORE16(lane, m);
         for (size_t l = 0; l < 16; l++)
             mx = lane[l] > mx ? lane[l] : mx;

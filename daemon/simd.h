@@ -29,12 +29,25 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 typedef float vf16 __attribute__((vector_size(64)));
+typedef int32_t vi16 __attribute__((vector_size(64))); /* masks, integers */
 
 INLINE vf16 load16(const float *p)
 {
     vf16 v;
     memcpy(&v, p, sizeof(v));
     return v;
+}
+
+/* x where m is set (all ones: a vector compare's result), else y. */
+INLINE vf16 select16(vi16 m, vf16 x, vf16 y)
+{
+    return (vf16)(((vi16)x & m) | ((vi16)y & ~m));
+}
+
+/* Lane-wise maximum of a and b; a NaN in b never wins. */
+INLINE vf16 max_lanes(vf16 a, vf16 b)
+{
+    return select16(b > a, b, a);
 }
 
 /* An lvalue vector to p (a macro: a vector argument trips a GCC note). */

@@ -27,8 +27,6 @@
 #include "sgbd/err.h"
 #include "simd.h"
 
-typedef int32_t vi16 __attribute__((vector_size(64)));
-
 /* n < 16 floats of p, the other lanes 0. */
 INLINE vf16 load_part(const float *p, size_t n)
 {
@@ -285,9 +283,7 @@ INLINE void span_lane_max(const float *restrict s, float *restrict m)
     vf16 acc = splat(-INFINITY);
 
     for (size_t r = 0; r < SPAN / LANES; r++) {
-        vf16 v = load16(s + r * LANES);
-        vi16 gt = v > acc;
-        acc = (vf16)(((vi16)v & gt) | ((vi16)acc & ~gt));
+        acc = max_lanes(acc, load16(s + r * LANES));
     }
     memcpy(m, &acc, sizeof(acc));
 }
@@ -363,14 +359,6 @@ INLINE size_t append(struct sgbd_topk *t, uint64_t *keys, size_t held,
         held = t->n;
     }
     return held;
-}
-
-/* Lane-wise maximum of a and b; a NaN in b never wins. */
-INLINE vf16 max_lanes(vf16 a, vf16 b)
-{
-    vi16 gt = b > a;
-
-    return (vf16)(((vi16)b & gt) | ((vi16)a & ~gt));
 }
 
 /* Whether any of the 64 scores at s reaches thr (never for NaN). */
@@ -1143,12 +1131,6 @@ static float kth_largest_small(const float *a, size_t n, size_t k)
     return thr;
 }
 
-/* x where m is set, else y, lane by lane. */
-INLINE vf16 select16(vi16 m, vf16 x, vf16 y)
-{
-    return (vf16)(((vi16)x & m) | ((vi16)y & ~m));
-}
-
 /* Bins of 16 values (bin_of), KTH_BINS for -Inf, which no bin counts. */
 INLINE void bins16(int32_t *out, vf16 x, float lo, float scale)
 {
@@ -1174,7 +1156,7 @@ INLINE void finite_range(const float *a, size_t n, float *lo_out,
     for (; i + LANES <= n; i += LANES) {
         vf16 x = load16(a + i);
         vf16 y = select16(x > -INFINITY, x, splat(INFINITY));
-        hi = select16(x > hi, x, hi);
+        hi = max_lanes(hi, x);
         lo = select16(y < lo, y, lo);
     }
     STORE16(lv, lo);
