@@ -349,7 +349,7 @@ static int recommend_one(const struct sgbd_view *v, const char *uid,
         out->n = popular(v, k, &ex, l, out->idx, out->score);
         return 0;
     }
-    n = s->items_screen.v
+    n = s->items_screen.cols
             ? sgbd_topk_user_screened(s->users + (size_t)u * s->dim, items,
                                       &s->items_screen, k, bits, out->idx,
                                       out->score)
@@ -498,9 +498,9 @@ static int batch_parse(struct call *c, json_t *body, size_t k,
 
 /*
  * Score the known users of b together: their rows of U gathered into
- * (B, D), then one pass of the bfloat16 screen over the catalogue for the
- * whole batch (serial, on this thread; the same answers as single
- * requests, bit for bit), or, where the snapshot has no screen, one
+ * (B, D), then one pass of the screen over the catalogue for the whole
+ * batch (serial, on this thread; the same answers as single requests,
+ * bit for bit), or, where the snapshot has no screen, one
  * sgemm per item block on the compute pool, one batch at a time.
  */
 static int batch_score(struct call *c, struct batch *b)
@@ -532,7 +532,7 @@ static int batch_score(struct call *c, struct batch *b)
                s->dim * sizeof(float));
         ex_bits[r++] = b->ex[j].bits;
     }
-    if (s->items_screen.v) {
+    if (s->items_screen.cols) {
         rc = sgbd_topk_users_screened(
             sgbd_mat_view(rows, nk, s->dim),
             sgbd_mat_view(s->items, s->n_items, s->dim), &s->items_screen,
@@ -703,11 +703,10 @@ void api_h_similar(struct call *c)
     }
     similar_inputs(&c->view, ref.vec, ref.index, &l, q, bits);
     items = sgbd_mat_view(s->items_unit, s->n_items, s->dim);
-    n = s->unit_screen.v ? sgbd_topk_user_screened(q, items, &s->unit_screen,
-                                                   k, bits, out.idx,
-                                                   out.score)
-                         : sgbd_topk_user(q, items, k, bits, out.idx,
-                                          out.score);
+    n = s->unit_screen.cols
+            ? sgbd_topk_user_screened(q, items, &s->unit_screen, k, bits,
+                                      out.idx, out.score)
+            : sgbd_topk_user(q, items, k, bits, out.idx, out.score);
     if (n >= 0)
         n = merge_overlay(&c->view, q, k, NULL, &l, 1, ref.index, out.idx,
                           out.score, (size_t)n);

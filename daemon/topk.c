@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "screen.h"
 #include "sgbd/err.h"
 #include "simd.h"
 
@@ -771,49 +772,6 @@ BF16_TARGET static void screen_blocks(const uint32_t *up, const uint16_t *v,
     }
 }
 
-static void screen_rows(const float *u, const uint16_t *v, size_t b0,
-                        size_t nb, size_t d, float *out)
-{
-    uint32_t up[SCREEN_MAX_DIM / 2];
-
-    screen_pack(u, d, up);
-    screen_blocks(up, v, b0, nb, d, out);
-}
-
-/*
- * out[r ldo + c] = the largest lane of acc[r][c], all 16 at once: four
- * rounds halve the vectors, each folding two into one by taking the
- * larger of their matching halves (512 -> 256 -> 128 bits across lanes,
- * then 4 -> 2 -> 1 within them), 15 maxima in all where 16 separate
- * reductions take 64. Lane group r of the result then holds user r's 4
- * block maxima, stored as one 128-bit row.
- */
-BF16_TARGET static void tile_maxima(const __m512 acc[4][4], float *out,
-                                    size_t ldo)
-{
-    __m512 z[8], w[4], v[2], m;
-
-    /* a[i] = acc[i % 4][i / 4]: then result lane group r is user r */
-    for (int i = 0; i < 8; i++) {
-        __m512 x = acc[(2 * i) % 4][(2 * i) / 4];
-        __m512 y = acc[(2 * i + 1) % 4][(2 * i + 1) / 4];
-        z[i] = _mm512_max_ps(_mm512_shuffle_f32x4(x, y, 0x44),
-                             _mm512_shuffle_f32x4(x, y, 0xee));
-    }
-    for (int j = 0; j < 4; j++)
-        w[j] = _mm512_max_ps(_mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], 0x88),
-                             _mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], 0xdd));
-    for (int k = 0; k < 2; k++)
-        v[k] = _mm512_max_ps(_mm512_shuffle_ps(w[2 * k], w[2 * k + 1], 0x44),
-                             _mm512_shuffle_ps(w[2 * k], w[2 * k + 1], 0xee));
-    m = _mm512_max_ps(_mm512_shuffle_ps(v[0], v[1], 0x88),
-                      _mm512_shuffle_ps(v[0], v[1], 0xdd));
-    _mm_storeu_ps(out, _mm512_extractf32x4_ps(m, 0));
-    _mm_storeu_ps(out + ldo, _mm512_extractf32x4_ps(m, 1));
-    _mm_storeu_ps(out + 2 * ldo, _mm512_extractf32x4_ps(m, 2));
-    _mm_storeu_ps(out + 3 * ldo, _mm512_extractf32x4_ps(m, 3));
-}
-
 /*
  * The batch's kernel: out[r ldo + c] = the largest screened score of
  * user r0 + r (up + r ldu, as screen_pack made it) over the 16 items of
@@ -876,7 +834,7 @@ BF16_TARGET static void screen_tile(const uint32_t *up, size_t ldu,
 }
 
 /* Bit l set where sc[l] >= thr, for the 16 scores of a block. */
-BF16_TARGET static uint32_t lanes_reaching(const float *sc, float thr)
+TILE_TARGET static uint32_t lanes_reaching(const float *sc, float thr)
 {
     return _mm512_cmp_ps_mask(_mm512_loadu_ps(sc), _mm512_set1_ps(thr),
                               _CMP_GE_OQ);
@@ -896,11 +854,6 @@ static void screen_blocks(const uint32_t *up, const uint16_t *v, size_t b0,
 {
 }
 
-static void screen_rows(const float *u, const uint16_t *v, size_t b0,
-                        size_t nb, size_t d, float *out)
-{
-}
-
 static void screen_tile(const uint32_t *up, size_t ldu, const uint16_t *v,
                         size_t b0, size_t nb, size_t d, float *out,
                         size_t ldo, float *sc, size_t lds)
@@ -915,7 +868,7 @@ static uint32_t lanes_reaching(const float *sc, float thr)
 
 int sgbd_topk_screen_supported(size_t dim)
 {
-    return screen_hw(dim);
+    return screen_hw(dim) || screen8_supported(dim);
 }
 
 /* x rounded to bfloat16; *cut set when rounding would overflow to Inf and
@@ -933,29 +886,6 @@ static uint16_t to_bf16(float x, int *cut)
 }
 
 /*
- * Zeroed pages for the screen, in huge pages where the kernel gives them:
- * every query streams the whole screen, and the hardware prefetcher stops
- * at each page boundary, so 2 MiB pages read it markedly faster than 4 KiB
- * ones. *bytes gets the mapped size.
- */
-static uint16_t *screen_alloc(size_t want, size_t *bytes)
-{
-    size_t huge = (size_t)2 << 20;
-    void *p;
-
-    *bytes = want < huge ? (want ? want : 1) : (want + huge - 1) / huge * huge;
-    p = mmap(NULL, *bytes, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    if (*bytes >= huge)
-        (void)madvise(p, *bytes, MADV_HUGEPAGE); /* a hint: may be off */
-#endif
-    return p;
-}
-
-/*
  * Where value c of item i goes: blocks of 16 items, in each block the
  * pairs of values (c / 2) one after another, in each pair the 16 items,
  * each item's two values side by side. A short last block is zero.
@@ -967,16 +897,26 @@ static size_t screen_index(size_t i, size_t c, size_t d)
 
 int sgbd_topk_screen_init(struct sgbd_topk_screen *s, struct sgbd_mat items)
 {
+    return sgbd_topk_screen_init_copies(
+        s, items, screen8_supported(items.cols) ? SGBD_SCREEN_8BIT
+                                                : SGBD_SCREEN_BF16);
+}
+
+int sgbd_topk_screen_init_copies(struct sgbd_topk_screen *s,
+                                 struct sgbd_mat items, int copies)
+{
     size_t n = (items.rows + LANES - 1) / LANES * LANES * items.cols;
-    int cut = 0;
+    int cut = 0, rc;
 
     memset(s, 0, sizeof(*s));
     if (items.cols % 2)
         return sgbd_errf(SGBD_E_SHAPE, "topk screen: odd width %zu",
                          items.cols);
-    s->v = screen_alloc(n * sizeof(uint16_t), &s->bytes);
-    if (!s->v)
-        return -ENOMEM;
+    if ((copies & SGBD_SCREEN_BF16) && screen_hw(items.cols)) {
+        s->v = screen_pages(n * sizeof(uint16_t), &s->bytes);
+        if (!s->v)
+            return -ENOMEM;
+    }
     for (size_t i = 0; i < items.rows; i++) {
         const float *row = sgbd_mat_row(items, i);
         double sq = 0;
@@ -988,10 +928,16 @@ int sgbd_topk_screen_init(struct sgbd_topk_screen *s, struct sgbd_mat items)
                                  "NaN or Inf at %zu", i, c);
             }
             sq += (double)row[c] * row[c];
-            s->v[screen_index(i, c, items.cols)] = to_bf16(row[c], &cut);
+            if (s->v)
+                s->v[screen_index(i, c, items.cols)] = to_bf16(row[c], &cut);
         }
         if (sqrt(sq) > s->max_norm)
             s->max_norm = sqrt(sq);
+    }
+    if ((copies & SGBD_SCREEN_8BIT) && screen8_supported(items.cols) &&
+        (rc = screen8_init(&s->q8, items)) < 0) {
+        sgbd_topk_screen_deinit(s);
+        return rc;
     }
     s->rows = items.rows;
     s->cols = items.cols;
@@ -1006,12 +952,14 @@ void sgbd_topk_screen_deinit(struct sgbd_topk_screen *s)
         return;
     if (s->v)
         munmap(s->v, s->bytes);
+    screen8_deinit(&s->q8);
     memset(s, 0, sizeof(*s));
 }
 
 size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s)
 {
-    return s->v ? s->bytes : 0;
+    return (s->v ? s->bytes : 0) +
+           (s->q8.v ? s->q8.bytes + s->cols * sizeof(float) : 0);
 }
 
 /*
@@ -1035,6 +983,23 @@ static double screen_error(const float *u, const struct sgbd_topk_screen *s,
     e += (sqrt(D) * (un + s->max_norm) + 2.0 * D) * 0x1p-125;
     *big = !(un * s->max_norm < SCREEN_MAX_SCORE) || !(un < 0x1p100);
     return e * (1.0 + 0x1p-20);
+}
+
+/*
+ * The 8-bit screen's bound for u, in screened units (screen8_query()),
+ * with qp and *corr the query as its kernel takes it. The exact side
+ * is the float scan: gamma_n ||u|| ||v|| as above, and its products'
+ * underflow, 2^-150 each at most.
+ */
+static double screen8_error(const float *u, const struct sgbd_topk_screen *s,
+                            uint32_t *qp, int32_t *corr)
+{
+    double un = sqrt(sgbd_mat_dot(s->cols, u, u)), D = (double)s->cols;
+    double gamma = 2.0 * D * 0x1p-24 / (1.0 - 2.0 * D * 0x1p-24);
+    double exact = gamma * un * s->max_norm + D * 0x1p-149;
+
+    return screen8_query(&s->q8, u, s->cols, exact * (1.0 + 0x1p-20), qp,
+                         corr);
 }
 
 /* The largest float t with t <= x. */
@@ -1235,15 +1200,32 @@ static float screen_reach(size_t rows, size_t k, float *sc, float *gmax)
     return kth_largest_binned(gmax, groups, k, gmax + groups);
 }
 
+/* A user as the copy it is screened from takes it. */
+struct packed {
+    const uint32_t *words; /* bfloat16 pairs (D / 2) or 8-bit quads (D / 4) */
+    int32_t corr;          /* 8 bits: 128 sum p */
+    int eight;
+};
+
+/* Packed user p's screened scores of nb blocks from b0 into out. */
+static void screen_packed(struct packed p, const struct sgbd_topk_screen *s,
+                          size_t b0, size_t nb, float *out)
+{
+    if (p.eight)
+        screen8_blocks(p.words, p.corr, s->q8.v, b0, nb, s->cols, out);
+    else
+        screen_blocks(p.words, s->v, b0, nb, s->cols, out);
+}
+
 /* Pass 1 for one user: its screened scores, a chunk at a time. */
-static float screen_pass(const float *u, const struct sgbd_topk_screen *s,
+static float screen_pass(struct packed p, const struct sgbd_topk_screen *s,
                          size_t k, const uint64_t *exclude_bits, float *sc,
                          float *gmax)
 {
     for (size_t i0 = 0; i0 < s->rows; i0 += CHUNK) {
         size_t n = s->rows - i0 < CHUNK ? s->rows - i0 : CHUNK;
-        screen_rows(u, s->v, i0 / LANES, (n + LANES - 1) / LANES, s->cols,
-                    sc + i0);
+
+        screen_packed(p, s, i0 / LANES, (n + LANES - 1) / LANES, sc + i0);
         mask_nan(sc + i0, n, i0, exclude_bits);
     }
     return screen_reach(s->rows, k, sc, gmax);
@@ -1290,8 +1272,7 @@ static int refine_pass(const float *u, struct sgbd_mat items, const float *sc,
 static int check_screen(const struct sgbd_topk_screen *screen,
                         struct sgbd_mat items)
 {
-    if (screen && screen->v && screen->rows == items.rows &&
-        screen->cols == items.cols)
+    if (screen && screen->rows == items.rows && screen->cols == items.cols)
         return 0;
     return sgbd_errf(SGBD_E_SHAPE, "topk: the screen does not match items "
                      "(%zu, %zu)", items.rows, items.cols);
@@ -1319,16 +1300,23 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
     float stack_sc[SCREEN_STACK_ITEMS + LANES] __attribute__((aligned(64)));
     float stack_gmax[2 * (SCREEN_STACK_ITEMS / LANES + 1)];
     float *sc = stack_sc, *gmax = stack_gmax, reach;
+    uint32_t words[SCREEN_MAX_DIM / 2];
+    struct packed p = {words, 0, 0};
     double err;
     int rc, big;
 
     if ((rc = check_screen(screen, items)) < 0)
         return rc;
+    p.eight = screen->q8.v != NULL;
     err = screen_error(u, screen, &big);
+    if (p.eight && isfinite(err) && !big)
+        err = screen8_error(u, screen, words, &p.corr);
     if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > INT_MAX ||
         k > items.rows / 8 || !isfinite(err) || big ||
-        !screen_hw(items.cols))
+        !(p.eight || screen->v))
         return sgbd_topk_user(u, items, k, exclude_bits, out_idx, out_score);
+    if (!p.eight)
+        screen_pack(u, items.cols, words);
     if (items.rows > SCREEN_STACK_ITEMS) {
         sc = malloc((items.rows + LANES + 2 * (items.rows / LANES + 2)) *
                     sizeof(float));
@@ -1338,7 +1326,7 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
         gmax = sc + items.rows + LANES;
     }
 
-    reach = screen_pass(u, screen, k, exclude_bits, sc, gmax);
+    reach = screen_pass(p, screen, k, exclude_bits, sc, gmax);
     rc = refine_pass(u, items, sc, gmax,
                      float_at_most((double)reach - 2.0 * err), k, out_idx,
                      out_score);
@@ -1350,10 +1338,11 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
 /*
  * The batch: users go through in groups whose group maxima fit in
  * SCREEN_BATCH_FLOATS, and within a group the items in spans of
- * SCREEN_SPAN_BLOCKS blocks (128 items, 16 KiB of screen at D = 64), each
- * span screened for every user of the group, 4 users and 4 blocks a
+ * SCREEN_SPAN_BLOCKS blocks (128 items, 8 or 16 KiB of screen at D = 64),
+ * each span screened for every user of the group, 4 users and 4 blocks a
  * tile, before the next: the screen is read from memory once per group
- * instead of once per user. Only each block's largest screened score is
+ * instead of once per user. The copy is the 8-bit one where the screen
+ * has it, as for single requests. Only each block's largest screened score is
  * kept (the blocks are the 16-item groups of one user's pass 1); a block
  * with an excluded item or padding is screened again for that user with
  * those masked. Then per user the k-th largest maximum T, and in each
@@ -1363,34 +1352,45 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
  */
 #define SCREEN_BATCH_FLOATS ((size_t)1 << 20)  /* 4 MiB of maxima, scores */
 #define SCREEN_SPAN_BLOCKS 8
-#define SCREEN_KEEP_ITEMS 16384 /* up to this, each user's scores are kept
-                                 * (64 KiB, in L2) for pass 2; above, pass 2
-                                 * screens its blocks again, which costs less
-                                 * than writing and reading them back */
+#define SCREEN_KEEP_ITEMS 16384 /* up to this, each user's bfloat16 scores
+                                 * are kept (64 KiB, in L2) for pass 2;
+                                 * above, and always for the 8-bit copy,
+                                 * pass 2 screens its blocks again, which
+                                 * costs less than writing and reading them
+                                 * back */
 
 struct screen_batch {
     float *gm;        /* (group4, blocks) block maxima of each user */
     float *sc;        /* (group4, blocks 16) their scores, or NULL */
     float *scratch;   /* (blocks) */
-    uint32_t *up;     /* (group4, D / 2) users as bfloat16 pairs, the
-                         rows past the group's users zero */
+    uint32_t *up;     /* (group4, words) users packed for the copy read,
+                         the rows past the group's users zero */
+    int32_t *corr;    /* (group4) their 8-bit offsets, or 0 */
     double *err;      /* (group) error bounds; NaN: not screenable */
-    size_t blocks, group;
+    size_t blocks, group, words;
+    int eight;        /* the 8-bit copy, else the bfloat16 one */
 };
 
-/* The error bound of u, or NaN when the plain scan must answer for it. */
-static double user_bound(const float *u, const struct sgbd_topk_screen *s)
+/* Pack u for the copy w reads (row b of w->up) and return its error
+ * bound, or NaN when the plain scan must answer for it. */
+static double pack_user(struct screen_batch *w, size_t b, const float *u,
+                        const struct sgbd_topk_screen *s)
 {
     int big;
     double err = screen_error(u, s, &big);
 
-    return isfinite(err) && !big ? err : NAN;
+    if (!isfinite(err) || big)
+        return NAN;
+    if (w->eight)
+        return screen8_error(u, s, w->up + b * w->words, w->corr + b);
+    screen_pack(u, s->cols, w->up + b * w->words);
+    return err;
 }
 
 /* gm[g] again for block g of one user: the largest screened score of
  * its items below rows that ex does not exclude, -Inf when none; from
  * the kept scores of the user's blocks, or the block screened again. */
-static float block_max_masked(const uint32_t *up,
+static float block_max_masked(struct packed up,
                               const struct sgbd_topk_screen *s, size_t g,
                               const uint64_t *ex, const float *kept)
 {
@@ -1398,7 +1398,7 @@ static float block_max_masked(const uint32_t *up,
     const float *sc = kept ? kept + g * LANES : again;
 
     if (!kept)
-        screen_blocks(up, s->v, g, 1, s->cols, again);
+        screen_packed(up, s, g, 1, again);
     for (size_t l = 0; l < LANES; l++) {
         size_t i = g * LANES + l;
         if (i < s->rows && !(ex && sgbd_bitset_test(ex, i)) && sc[l] > m)
@@ -1408,7 +1408,7 @@ static float block_max_masked(const uint32_t *up,
 }
 
 /* Mask one user's block maxima: its excluded items and the padding. */
-static void mask_blocks(float *gm, const uint32_t *up,
+static void mask_blocks(float *gm, struct packed up,
                         const struct sgbd_topk_screen *s, size_t blocks,
                         const uint64_t *ex, const float *kept)
 {
@@ -1428,7 +1428,7 @@ static void mask_blocks(float *gm, const uint32_t *up,
 /* Pass 2 of the batch: in each block whose maximum reaches thr, the
  * eligible items whose screened score (the block screened again) does,
  * scored exactly. */
-static int refine_blocks(const float *u, const uint32_t *up,
+static int refine_blocks(const float *u, struct packed up,
                          const struct sgbd_topk_screen *s,
                          struct sgbd_mat items, const float *gm,
                          const float *kept, size_t blocks, float thr,
@@ -1447,7 +1447,7 @@ static int refine_blocks(const float *u, const uint32_t *up,
         if (!(gm[g] >= thr))
             continue;
         if (!kept)
-            screen_blocks(up, s->v, g, 1, s->cols, again);
+            screen_packed(up, s, g, 1, again);
         for (uint32_t m = lanes_reaching(sc, thr); m; m &= m - 1) {
             size_t i = g * LANES + (size_t)__builtin_ctz(m);
             if (i < items.rows && !(ex && sgbd_bitset_test(ex, i)))
@@ -1473,43 +1473,47 @@ static int screen_group(struct screen_batch *w, struct sgbd_mat users,
                         const uint64_t *const *exclude_bits,
                         uint32_t *out_idx, float *out_score, size_t *out_n)
 {
-    size_t d = s->cols, blocks = w->blocks;
+    size_t d = s->cols, blocks = w->blocks, nw = w->words;
     int rc = 0;
 
-    memset(w->up, 0, (n + 3) / 4 * 4 * (d / 2) * sizeof(uint32_t));
-    for (size_t b = 0; b < n; b++) {
-        const float *u = sgbd_mat_row(users, b0 + b);
-        w->err[b] = user_bound(u, s);
-        if (!isnan(w->err[b]))
-            screen_pack(u, d, w->up + b * (d / 2));
-    }
+    memset(w->up, 0, (n + 3) / 4 * 4 * nw * sizeof(uint32_t));
+    memset(w->corr, 0, (n + 3) / 4 * 4 * sizeof(int32_t));
+    for (size_t b = 0; b < n; b++)
+        w->err[b] = pack_user(w, b, sgbd_mat_row(users, b0 + b), s);
     for (size_t g0 = 0; g0 < blocks; g0 += SCREEN_SPAN_BLOCKS) {
         size_t g1 = blocks - g0 < SCREEN_SPAN_BLOCKS ? blocks
                                                      : g0 + SCREEN_SPAN_BLOCKS;
         for (size_t r0 = 0; r0 < n; r0 += 4)
-            for (size_t c0 = g0; c0 < g1; c0 += 4)
-                screen_tile(w->up + r0 * (d / 2), d / 2, s->v, c0,
-                            g1 - c0 < 4 ? g1 - c0 : 4, d,
-                            w->gm + r0 * blocks + c0, blocks,
-                            w->sc ? w->sc + (r0 * blocks + c0) * LANES : NULL,
-                            blocks * LANES);
+            for (size_t c0 = g0; c0 < g1; c0 += 4) {
+                size_t nb = g1 - c0 < 4 ? g1 - c0 : 4;
+                float *gm = w->gm + r0 * blocks + c0;
+                float *sc = w->sc ? w->sc + (r0 * blocks + c0) * LANES : NULL;
+
+                if (w->eight)
+                    screen8_tile(w->up + r0 * nw, nw, w->corr + r0, s->q8.v,
+                                 c0, nb, d, gm, blocks, sc, blocks * LANES);
+                else
+                    screen_tile(w->up + r0 * nw, nw, s->v, c0, nb, d, gm,
+                                blocks, sc, blocks * LANES);
+            }
     }
     for (size_t b = 0; b < n && rc >= 0; b++) {
         const float *u = sgbd_mat_row(users, b0 + b);
         const uint64_t *ex = exclude_bits ? exclude_bits[b0 + b] : NULL;
         uint32_t *oi = out_idx + (b0 + b) * k;
         float *os = out_score + (b0 + b) * k, *gm = w->gm + b * blocks;
+        struct packed up = {w->up + b * nw, w->corr[b], w->eight};
         float reach;
 
         if (isnan(w->err[b])) {
             rc = sgbd_topk_user(u, items, k, ex, oi, os);
         } else {
-            mask_blocks(gm, w->up + b * (d / 2), s, blocks, ex,
+            mask_blocks(gm, up, s, blocks, ex,
                         w->sc ? w->sc + b * blocks * LANES : NULL);
             reach = blocks < k ? -INFINITY
                                : kth_largest_binned(gm, blocks, k,
                                                     w->scratch);
-            rc = refine_blocks(u, w->up + b * (d / 2), s, items, gm,
+            rc = refine_blocks(u, up, s, items, gm,
                                w->sc ? w->sc + b * blocks * LANES : NULL,
                                blocks,
                                float_at_most((double)reach - 2.0 * w->err[b]),
@@ -1538,18 +1542,21 @@ int sgbd_topk_users_screened(struct sgbd_mat users, struct sgbd_mat items,
     if (B == 0)
         return 0;
     if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > items.rows / 8 ||
-        !screen_hw(items.cols)) {
+        !(screen->v || screen->q8.v)) {
         for (size_t b = 0; b < B && rc >= 0; b++) {
-            rc = sgbd_topk_user(sgbd_mat_row(users, b), items, k,
-                                exclude_bits ? exclude_bits[b] : NULL,
-                                out_idx + b * k, out_score + b * k);
+            rc = sgbd_topk_user_screened(sgbd_mat_row(users, b), items,
+                                         screen, k,
+                                         exclude_bits ? exclude_bits[b] : NULL,
+                                         out_idx + b * k, out_score + b * k);
             if (rc >= 0)
                 out_n[b] = (size_t)rc;
         }
         return rc < 0 ? rc : 0;
     }
+    w.eight = screen->q8.v != NULL;
+    w.words = w.eight ? items.cols / 4 : items.cols / 2;
     w.blocks = (items.rows + LANES - 1) / LANES;
-    keep = w.blocks * LANES <= SCREEN_KEEP_ITEMS;
+    keep = !w.eight && w.blocks * LANES <= SCREEN_KEEP_ITEMS;
     w.group = SCREEN_BATCH_FLOATS / (w.blocks * (keep ? LANES + 1 : 1));
     w.group = w.group < 1 ? 1 : w.group > B ? B : w.group;
     w.gm = malloc((w.group + 3) / 4 * 4 * w.blocks * sizeof(float));
@@ -1557,15 +1564,18 @@ int sgbd_topk_users_screened(struct sgbd_mat users, struct sgbd_mat items,
         w.sc = malloc((w.group + 3) / 4 * 4 * w.blocks * LANES *
                       sizeof(float));
     w.scratch = malloc(w.blocks * sizeof(float));
-    w.up = malloc((w.group + 3) / 4 * 4 * (items.cols / 2) *
-                  sizeof(uint32_t));
+    w.up = malloc((w.group + 3) / 4 * 4 * w.words * sizeof(uint32_t));
+    w.corr = malloc((w.group + 3) / 4 * 4 * sizeof(int32_t));
     w.err = malloc(w.group * sizeof(double));
-    rc = w.gm && w.scratch && w.up && w.err && (w.sc || !keep) ? 0 : -ENOMEM;
+    rc = w.gm && w.scratch && w.up && w.corr && w.err && (w.sc || !keep)
+             ? 0
+             : -ENOMEM;
     for (size_t b0 = 0; b0 < B && rc == 0; b0 += w.group)
         rc = screen_group(&w, users, b0, B - b0 < w.group ? B - b0 : w.group,
                           items, screen, k, exclude_bits, out_idx, out_score,
                           out_n);
-    free(w.err), free(w.up), free(w.scratch), free(w.sc), free(w.gm);
+    free(w.err), free(w.corr), free(w.up), free(w.scratch), free(w.sc);
+    free(w.gm);
     return rc;
 }
 

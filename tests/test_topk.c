@@ -309,24 +309,43 @@ static void test_topk_users_batch_equals_single(void)
 
 /* ---- screened scoring: bit for bit the plain scan ---------------------- */
 
+/* The screen as a CPU with only one of its copies would have it:
+ * which = 8 keeps the 8-bit copy, 16 the bfloat16 one (a view: the
+ * original owns both). */
+static struct sgbd_topk_screen screen_only(struct sgbd_topk_screen sc,
+                                           int which)
+{
+    if (which == 8)
+        sc.v = NULL;
+    else
+        memset(&sc.q8, 0, sizeof(sc.q8));
+    return sc;
+}
+
 /* One user against items, screened and plain: the same count, ids and
- * score bits. */
+ * score bits, from each copy of the screen on its own. */
 static void check_screened(const float *u, struct sgbd_mat items, size_t k,
                            const uint64_t *ex)
 {
-    struct sgbd_topk_screen sc;
+    struct sgbd_topk_screen sc, part;
     uint32_t *want_idx = malloc(k * sizeof(uint32_t));
     uint32_t *got_idx = malloc(k * sizeof(uint32_t));
     float *want_sc = malloc(k * sizeof(float));
     float *got_sc = malloc(k * sizeof(float));
 
-    CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
+    CHECK_INT(sgbd_topk_screen_init_copies(&sc, items, SGBD_SCREEN_BF16 |
+                                                        SGBD_SCREEN_8BIT),
+              0);
     int want = sgbd_topk_user(u, items, k, ex, want_idx, want_sc);
-    int got = sgbd_topk_user_screened(u, items, &sc, k, ex, got_idx, got_sc);
-    CHECK_INT(got, want);
-    if (got == want && want > 0) {
-        CHECK(memcmp(got_idx, want_idx, (size_t)want * 4) == 0);
-        CHECK(memcmp(got_sc, want_sc, (size_t)want * 4) == 0);
+    for (int which = 8; which <= 16; which += 8) {
+        part = screen_only(sc, which);
+        int got = sgbd_topk_user_screened(u, items, &part, k, ex, got_idx,
+                                          got_sc);
+        CHECK_INT(got, want);
+        if (got == want && want > 0) {
+            CHECK(memcmp(got_idx, want_idx, (size_t)want * 4) == 0);
+            CHECK(memcmp(got_sc, want_sc, (size_t)want * 4) == 0);
+        }
     }
     sgbd_topk_screen_deinit(&sc);
     free(want_idx), free(got_idx), free(want_sc), free(got_sc);
@@ -431,6 +450,74 @@ static void test_topk_screened_huge_and_tiny_values(void)
 }
 
 /*
+ * Columns the 8-bit copy scales apart: magnitudes from 1e-30 to 1e3, one
+ * column all zero, one of subnormals, one whose single outlier leaves
+ * the others a step or two of its scale, and items that differ by far
+ * less than a step. The bound must hold for each, per column.
+ */
+static void test_topk_screened_column_scales(void)
+{
+    size_t n = 9000, d = 64;
+    struct sgbd_mat items;
+    struct sgbd_rng rng;
+    float u[64];
+
+    sgbd_rng_init(&rng, 20, SGBD_RNG_SYNTH);
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    for (size_t i = 0; i < n; i++) {
+        float *row = sgbd_mat_row(items, i);
+        for (size_t c = 0; c < d; c++)
+            row[c] = (float)(sgbd_rng_normal(&rng) *
+                             pow(10.0, (double)(c % 12) * 3.0 - 30.0));
+        row[5] = 0.0f;
+        row[6] = (float)(1e-41 * sgbd_rng_normal(&rng));
+        row[7] = i == 4321 ? 1000.0f : (float)(0.1 * sgbd_rng_normal(&rng));
+        if (i % 7 == 1) /* near twins of the item before */
+            for (size_t c = 0; c < d; c++)
+                row[c] = sgbd_mat_row(items, i - 1)[c] *
+                         (1.0f + 1e-6f * (float)(c % 3));
+    }
+    for (size_t c = 0; c < d; c++)
+        u[c] = (float)(sgbd_rng_normal(&rng) *
+                       pow(10.0, 30.0 - (double)(c % 12) * 3.0));
+    u[6] = 1e30f;
+    check_screened(u, items, 20, NULL);
+    check_screened(u, items, 1, NULL);
+    for (size_t c = 0; c < d; c++)
+        u[c] = c == 7 ? 1.0f : 1e-3f * u[c]; /* the outlier column leads */
+    check_screened(u, items, 20, NULL);
+    u[7] = 0.0f;
+    check_screened(u, items, 50, NULL);
+    sgbd_mat_release(&items);
+}
+
+/*
+ * The 8-bit bound at its tightest: every column's scale is 1 (an item of
+ * -127s), the query all ones, and each rounding error lines up with it.
+ * Twenty items of 1.5s (q = 2, half a step above) set the screen's K-th
+ * score at 128; one item of 2.4999, then 1.4999s (q = 2, then 1s) scores
+ * 0.99 more than them exactly but 63 less screened, as far below as the
+ * bound allows. A bound short by a few percent loses it.
+ */
+static void test_topk_screened_worst_case_rounding(void)
+{
+    size_t n = 4096, d = 64, k = 20;
+    struct sgbd_mat items;
+    float u[64];
+
+    CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+    for (size_t c = 0; c < d; c++) {
+        u[c] = 1.0f;
+        for (size_t j = 0; j < k; j++)
+            sgbd_mat_row(items, 16 * j)[c] = 1.5f;
+        sgbd_mat_row(items, 16 * k)[c] = c == 0 ? 2.4999f : 1.4999f;
+        sgbd_mat_row(items, n - 1)[c] = -127.0f;
+    }
+    check_screened(u, items, k, NULL);
+    sgbd_mat_release(&items);
+}
+
+/*
  * A batch screened at once: each user's result is the plain scan's, bit
  * for bit, across several groups of users (63,000 items: 16 a group),
  * with exclusions on some users and, mid-batch, a user with no finite
@@ -456,15 +543,22 @@ static void check_users_screened(size_t n, size_t d, size_t B, size_t k,
         sgbd_bitset_set(ex, sgbd_rng_below(rng, n));
     for (size_t b = 0; b < B; b++)
         exs[b] = b % 3 ? ex : NULL;
-    CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
-    CHECK_INT(sgbd_topk_users_screened(users, items, &sc, k, exs, idx, score,
-                                       cnt), 0);
-    for (size_t b = 0; b < B; b++) {
-        int want = sgbd_topk_user(sgbd_mat_row(users, b), items, k, exs[b],
-                                  want_idx, want_sc);
-        CHECK_INT(cnt[b], want);
-        CHECK(memcmp(idx + b * k, want_idx, (size_t)want * 4) == 0);
-        CHECK(memcmp(score + b * k, want_sc, (size_t)want * 4) == 0);
+    CHECK_INT(sgbd_topk_screen_init_copies(&sc, items, SGBD_SCREEN_BF16 |
+                                                        SGBD_SCREEN_8BIT),
+              0);
+    for (int which = 0; which <= 16; which += 8) {
+        /* both copies, then each alone */
+        struct sgbd_topk_screen part = which ? screen_only(sc, which) : sc;
+
+        CHECK_INT(sgbd_topk_users_screened(users, items, &part, k, exs, idx,
+                                           score, cnt), 0);
+        for (size_t b = 0; b < B; b++) {
+            int want = sgbd_topk_user(sgbd_mat_row(users, b), items, k,
+                                      exs[b], want_idx, want_sc);
+            CHECK_INT(cnt[b], want);
+            CHECK(memcmp(idx + b * k, want_idx, (size_t)want * 4) == 0);
+            CHECK(memcmp(score + b * k, want_sc, (size_t)want * 4) == 0);
+        }
     }
     sgbd_topk_screen_deinit(&sc);
     sgbd_mat_release(&items), sgbd_mat_release(&users);
@@ -543,7 +637,9 @@ static void test_topk_screen_rejects_bad_input(void)
     sgbd_topk_screen_deinit(&sc);
     sgbd_mat_row(items, 2999)[7] = 0.0f;
     CHECK_INT(sgbd_topk_screen_init(&sc, items), 0);
-    CHECK(sgbd_topk_screen_bytes(&sc) >= 3008 * 8 * 2); /* 16-row blocks */
+    /* 16-row blocks, in the copies this CPU screens with */
+    CHECK(sgbd_topk_screen_bytes(&sc) >= (sc.v ? 3008 * 8 * 2u : 0) +
+                                         (sc.q8.v ? 3008 * 8u : 0));
     CHECK_INT(sgbd_topk_user_screened(u, other, &sc, 4, NULL, idx, s),
               SGBD_E_SHAPE);
     CHECK_INT(sgbd_topk_user_screened(u, items, NULL, 4, NULL, idx, s),
@@ -574,6 +670,8 @@ int main(void)
     RUN(test_topk_screened_equals_plain_scan);
     RUN(test_topk_screened_near_ties);
     RUN(test_topk_screened_huge_and_tiny_values);
+    RUN(test_topk_screened_column_scales);
+    RUN(test_topk_screened_worst_case_rounding);
     RUN(test_topk_users_screened_equal_plain_scans);
     RUN(test_topk_screened_with_few_items_left);
     RUN(test_topk_screen_rejects_bad_input);

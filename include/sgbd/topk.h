@@ -133,42 +133,72 @@ int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
                    float *out_score);
 
 /*
- * A bfloat16 copy of an item matrix, to screen items before exact
- * scoring: every float rounded to its top 16 bits (nearest, ties to
- * even), so the copy is half the bytes, and the largest row norm, which
- * bounds how far a screened score can be from the exact one.
+ * Copies of an item matrix in fewer bits, to screen items before exact
+ * scoring, and the largest row norm, which bounds how far a screened
+ * score can be from the exact one. In bfloat16 every float is rounded to
+ * its top 16 bits (nearest, ties to even): half the bytes, for batches.
+ * In 8 bits each column c is scaled by its largest magnitude over 127
+ * and rounded to a signed byte q_ic: a quarter of the bytes, for single
+ * requests, which then read the catalogue from L2 rather than L3.
  */
+struct sgbd_topk_screen8 {
+    uint8_t *v;             /* rows x cols, rows padded to 16: q + 128, in
+                               blocks laid out for the kernel (screen8.c) */
+    float *scale;           /* (cols): items[i][c] ~ scale[c] q_ic */
+    double eps_max;         /* max_i ||items[i] / scale - q_i||_2, up */
+    double q_max;           /* max_i ||q_i||_2, rounded up */
+    size_t bytes;           /* mapped for v */
+};
+
 struct sgbd_topk_screen {
     uint16_t *v;            /* rows x cols, rows padded to 16, in blocks
-                               laid out for the kernel (topk.c) */
+                               laid out for the kernel (topk.c); NULL
+                               without AVX512-BF16 */
     size_t rows, cols;
     double max_norm;        /* max_i ||items[i]||_2, rounded up */
     double rel_err;         /* per-value relative error of the copy */
     size_t bytes;           /* mapped for v */
+    struct sgbd_topk_screen8 q8; /* q8.v NULL without AVX512-VNNI */
 };
 
-/* 1 when this CPU screens items of width dim in hardware (AVX512-BF16,
- * dim a multiple of 32 up to 1024); elsewhere the screened call below is
- * the plain scan, and a screen is not worth building. */
+/* 1 when this CPU screens items of width dim in hardware: in bfloat16
+ * (AVX512-BF16, dim a multiple of 32 up to 1024) or in 8 bits
+ * (AVX512-VNNI, dim a multiple of 4 up to 1024). Elsewhere the screened
+ * calls below are plain scans, and a screen is not worth building. */
 int sgbd_topk_screen_supported(size_t dim);
 
 /*
  * Build the screen of items (I, D), whose values must be finite and D
- * even. Returns 0, SGBD_E_SHAPE for a NaN or Inf (detail names the
- * element) or an odd D, or
- * -ENOMEM; on error *s is empty and _deinit is safe.
+ * even. Returns 0, SGBD_E_SHAPE
+ * for a NaN or Inf (detail names the element) or an odd D, or -ENOMEM;
+ * on error *s is empty and _deinit is safe.
  */
 int sgbd_topk_screen_init(struct sgbd_topk_screen *s, struct sgbd_mat items);
+
+/* The copies of a screen, for sgbd_topk_screen_init_copies(). */
+#define SGBD_SCREEN_BF16 1
+#define SGBD_SCREEN_8BIT 2
+
+/*
+ * As sgbd_topk_screen_init(), with the copies named in copies (those this
+ * CPU has a kernel for). sgbd_topk_screen_init() builds the one the
+ * screened calls read: the 8-bit copy where there is a kernel for it,
+ * else the bfloat16 one. Tests and benchmarks build both to compare them.
+ */
+int sgbd_topk_screen_init_copies(struct sgbd_topk_screen *s,
+                                 struct sgbd_mat items, int copies);
 void sgbd_topk_screen_deinit(struct sgbd_topk_screen *s);
 size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s);
 
 /*
  * The same result as sgbd_topk_user() (the same items, order and scores,
- * bit for bit), reading about half the bytes: every item is scored from
- * the screen, and only the items whose screened score comes within twice
- * the error bound of the K-th best are scored again from items, exactly.
- * The bound: |<u, v> - <bf16(u), bf16(v)>| <= (2^-7 + slack) ||u|| ||v||.
- * screen must have been built from items. The plain scan answers instead
+ * bit for bit), reading a quarter of the bytes (the 8-bit copy) or half
+ * (the bfloat16 one, where the CPU has no 8-bit kernel): every item is
+ * scored from the screen, and only the items whose screened score comes
+ * within twice the error bound of the K-th best are scored again from
+ * items, exactly. The bounds: |<u, v> - <bf16(u), bf16(v)>| <= (2^-7 +
+ * slack) ||u|| ||v||, and for 8 bits the one derived in screen8.c from
+ * the copy's measured rounding. screen must have been built from items. The plain scan answers instead
  * where the screen cannot help or the bound does not hold: fewer than
  * 2048 items, k above I / 8, no hardware support, u not finite or scores
  * near the float range. Serial; allocates a score buffer of I floats for

@@ -7,10 +7,12 @@
  * ITEMS (I, D) and QUERIES (Q, D) are float matrices; SEEN (S, 2) holds
  * (query row, item) pairs, the items each query must not get. Per query
  * the timed work is what the daemon does: a zeroed exclusion bitset, its
- * seen bits set, then sgbd_topk_user (single), sgbd_topk_user_screened,
- * or, per BATCH queries, one sgbd_topk_users call (batch) or one
- * sgbd_topk_users_screened call (screened batch). The baseline is sgbd_mat_gemv_n (OpenBLAS
- * sgemv) of items x query into a score buffer, nothing else. ROUNDS passes
+ * seen bits set, then sgbd_topk_user (single), sgbd_topk_user_screened
+ * (screened: from the 8-bit copy where the CPU has one; screened_bf16:
+ * from the bfloat16 copy alone), or, per BATCH queries, one
+ * sgbd_topk_users call (batch) or one sgbd_topk_users_screened call
+ * (screened batch). The baseline is sgbd_mat_gemv_n (OpenBLAS sgemv) of
+ * items x query into a score buffer, nothing else. ROUNDS passes
  * over all queries, interleaved (sgemv, single, batch in each round) so
  * all three see the same machine load; each figure is the best and the
  * median of the per-round means, in microseconds per query. OpenBLAS runs
@@ -100,10 +102,10 @@ struct run {
     size_t k, batch, words;
     uint64_t *bits;             /* (batch, words) */
     float *scores;              /* (I) sgemv output */
-    uint32_t *idx, *bidx, *sidx, *qidx; /* (Q, K) single, batch,
-                                           screened, screened batch */
-    float *sc, *bsc, *ssc, *qsc; /* (Q, K) */
-    struct sgbd_topk_screen screen;
+    uint32_t *idx, *bidx, *sidx, *qidx, *hidx; /* (Q, K) single, batch,
+                                   screened, screened batch, bfloat16 */
+    float *sc, *bsc, *ssc, *qsc, *hsc; /* (Q, K) */
+    struct sgbd_topk_screen screen, bf16; /* bf16: a view, no 8-bit copy */
     size_t *bn;                 /* (batch) */
     double sink;
 };
@@ -120,22 +122,21 @@ static double time_sgemv(struct run *r)
     return (now_us() - t0) / (double)r->queries.rows;
 }
 
-/* Single queries, plain or screened by the bfloat16 copy. */
-static double time_single(struct run *r, int screened)
+/* Single queries: plain (screen NULL) or screened. */
+static double time_single(struct run *r, const struct sgbd_topk_screen *screen,
+                          uint32_t *idx, float *sc)
 {
-    uint32_t *idx = screened ? r->sidx : r->idx;
-    float *sc = screened ? r->ssc : r->sc;
     double t0 = now_us();
 
     for (size_t u = 0; u < r->queries.rows; u++) {
         const float *q = sgbd_mat_row(r->queries, u);
         int n;
         fill_bits(r->bits, r->words, &r->seen, u);
-        n = screened ? sgbd_topk_user_screened(q, r->items, &r->screen, r->k,
-                                               r->bits, idx + u * r->k,
-                                               sc + u * r->k)
-                     : sgbd_topk_user(q, r->items, r->k, r->bits,
-                                      idx + u * r->k, sc + u * r->k);
+        n = screen ? sgbd_topk_user_screened(q, r->items, screen, r->k,
+                                             r->bits, idx + u * r->k,
+                                             sc + u * r->k)
+                   : sgbd_topk_user(q, r->items, r->k, r->bits,
+                                    idx + u * r->k, sc + u * r->k);
         for (int j = n < 0 ? 0 : n; j < (int)r->k; j++)
             idx[u * r->k + (size_t)j] = UINT32_MAX;
     }
@@ -236,17 +237,23 @@ static int setup(struct run *r, char **argv)
     r->ssc = malloc(q * r->k * sizeof(float));
     r->qidx = malloc(q * r->k * sizeof(uint32_t));
     r->qsc = malloc(q * r->k * sizeof(float));
-    if (sgbd_topk_screen_init(&r->screen, r->items) != 0)
+    r->hidx = malloc(q * r->k * sizeof(uint32_t));
+    r->hsc = malloc(q * r->k * sizeof(float));
+    if (sgbd_topk_screen_init_copies(&r->screen, r->items,
+                                     SGBD_SCREEN_BF16 | SGBD_SCREEN_8BIT))
         return -1;
+    r->bf16 = r->screen;
+    memset(&r->bf16.q8, 0, sizeof(r->bf16.q8));
     return r->bits && r->scores && r->idx && r->bidx && r->sc && r->bsc &&
-                   r->bn && r->sidx && r->ssc && r->qidx && r->qsc ? 0 : -1;
+                   r->bn && r->sidx && r->ssc && r->qidx && r->qsc &&
+                   r->hidx && r->hsc ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
     struct run r = {0};
     int rounds, threads;
-    double *tg, *ts, *tb, *tq, *tbq;
+    double *tg, *ts, *tb, *tq, *tbq, *th;
 
     if (argc != 9) {
         fprintf(stderr, "usage: topk_bench ITEMS.npy QUERIES.npy SEEN.npy "
@@ -266,14 +273,18 @@ int main(int argc, char **argv)
     tb = calloc((size_t)rounds, sizeof(double));
     tq = calloc((size_t)rounds, sizeof(double));
     tbq = calloc((size_t)rounds, sizeof(double));
-    if (!tg || !ts || !tb || !tq || !tbq)
+    th = calloc((size_t)rounds, sizeof(double));
+    if (!tg || !ts || !tb || !tq || !tbq || !th)
         return 1;
-    time_single(&r, 0); /* warm the caches and the clones' resolvers */
-    time_single(&r, 1);
+    /* warm the caches and the clones' resolvers */
+    time_single(&r, NULL, r.idx, r.sc);
+    time_single(&r, &r.screen, r.sidx, r.ssc);
+    time_single(&r, &r.bf16, r.hidx, r.hsc);
     for (int j = 0; j < rounds; j++) {
         tg[j] = time_sgemv(&r);
-        ts[j] = time_single(&r, 0);
-        tq[j] = time_single(&r, 1);
+        ts[j] = time_single(&r, NULL, r.idx, r.sc);
+        tq[j] = time_single(&r, &r.screen, r.sidx, r.ssc);
+        th[j] = time_single(&r, &r.bf16, r.hidx, r.hsc);
         tb[j] = time_batch(&r, 0);
         tbq[j] = time_batch(&r, 1);
         if (tb[j] < 0 || tbq[j] < 0)
@@ -288,9 +299,13 @@ int main(int argc, char **argv)
            agreement(&r, r.sidx));
     printf("  \"screened_batch_matches_single\": %.6f,\n",
            agreement(&r, r.qidx));
+    printf("  \"screened_bf16_matches_single\": %.6f,\n",
+           agreement(&r, r.hidx));
+    printf("  \"screen8\": %s,\n", r.screen.q8.v ? "true" : "false");
     summary("sgemv", tg, rounds, 0);
     summary("single", ts, rounds, 0);
     summary("screened", tq, rounds, 0);
+    summary("screened_bf16", th, rounds, 0);
     summary("batch", tb, rounds, 0);
     summary("screened_batch", tbq, rounds, 1);
     printf("}\n");

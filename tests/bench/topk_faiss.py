@@ -164,16 +164,20 @@ def main():
             one = json.loads(out)
             if ours is None:
                 ours = {key: [] for key in ("sgemv_us", "single_us",
-                                            "screened_us", "batch_us",
+                                            "screened_us",
+                                            "screened_bf16_us", "batch_us",
                                             "screened_batch_us")}
                 agree = one["batch_matches_single"]
-                screened_agree = one["screened_matches_single"]
+                screen8 = one["screen8"]
+                screened_agree = min(one["screened_matches_single"],
+                                     one["screened_bf16_matches_single"])
                 sbatch_agree = one["screened_batch_matches_single"]
             for key in ours:
                 ours[key].append(one[key]["best"])
             agree = min(agree, one["batch_matches_single"])
             screened_agree = min(screened_agree,
-                                 one["screened_matches_single"])
+                                 one["screened_matches_single"],
+                                 one["screened_bf16_matches_single"])
             sbatch_agree = min(sbatch_agree,
                                one["screened_batch_matches_single"])
         result = np.load(paths[3]).astype(np.int64)
@@ -182,10 +186,11 @@ def main():
     differ, worst = compare(result, theirs, items, queries, seen, a.k)
     o = {key: stats(v) for key, v in ours.items()}
     f = {"single": stats(f_single), "batch": stats(f_batch)}
-    report(a, o, f, differ, worst, agree, min(screened_agree, sbatch_agree))
+    report(a, o, f, differ, worst, agree, min(screened_agree, sbatch_agree),
+           screen8)
 
 
-def report(a, o, f, differ, worst, agree, screened_agree):
+def report(a, o, f, differ, worst, agree, screened_agree, screen8):
     med = lambda d: d["median"]
     print(f"items {a.items} x {a.dim}, k {a.k}, {a.queries} queries, "
           f"batches of {a.batch}, {a.threads} thread(s), "
@@ -195,8 +200,11 @@ def report(a, o, f, differ, worst, agree, screened_agree):
     print("|---|---|---|")
     rows = [("OpenBLAS sgemv (scores only)", o["sgemv_us"]),
             ("sgbd_topk_user, single, seen excluded", o["single_us"]),
-            ("sgbd_topk_user_screened (bfloat16 screen), single",
+            ("sgbd_topk_user_screened (8-bit screen), single"
+             if screen8 else "sgbd_topk_user_screened, single",
              o["screened_us"]),
+            ("sgbd_topk_user_screened (bfloat16 screen), single",
+             o["screened_bf16_us"]),
             ("FAISS IndexFlatIP, single", f["single"]),
             (f"sgbd_topk_users, batches of {a.batch}", o["batch_us"]),
             (f"sgbd_topk_users_screened, batches of {a.batch}",
@@ -208,7 +216,9 @@ def report(a, o, f, differ, worst, agree, screened_agree):
     print(f"single / sgemv: {med(o['single_us']) / med(o['sgemv_us']):.2f}"
           " (target <= 1.5)")
     print(f"screened / plain: "
-          f"{med(o['screened_us']) / med(o['single_us']):.2f}; screened "
+          f"{med(o['screened_us']) / med(o['single_us']):.2f} "
+          f"({med(o['screened_bf16_us']) / med(o['single_us']):.2f} in "
+          f"bfloat16); screened "
           f"(single and batch) equals plain on {screened_agree * 100:.3f}% "
           f"of ids")
     print(f"FAISS single / ours: "
