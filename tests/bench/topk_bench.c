@@ -11,7 +11,7 @@
  * (screened: from the 8-bit copy where the CPU has one; screened_bf16:
  * from the bfloat16 copy alone), or, per BATCH queries, one
  * sgbd_topk_users call (batch) or one sgbd_topk_users_screened call
- * (screened batch). The baseline is sgbd_mat_gemv_n (OpenBLAS sgemv) of
+ * (screened batch, and screened_batch_bf16 from the bfloat16 copy). The baseline is sgbd_mat_gemv_n (OpenBLAS sgemv) of
  * items x query into a score buffer, nothing else. ROUNDS passes
  * over all queries, interleaved (sgemv, single, batch in each round) so
  * all three see the same machine load; each figure is the best and the
@@ -102,9 +102,9 @@ struct run {
     size_t k, batch, words;
     uint64_t *bits;             /* (batch, words) */
     float *scores;              /* (I) sgemv output */
-    uint32_t *idx, *bidx, *sidx, *qidx, *hidx; /* (Q, K) single, batch,
-                                   screened, screened batch, bfloat16 */
-    float *sc, *bsc, *ssc, *qsc, *hsc; /* (Q, K) */
+    uint32_t *idx, *bidx, *sidx, *qidx, *hidx, *hbidx; /* (Q, K) single,
+                    batch, screened, screened batch, bfloat16 single, batch */
+    float *sc, *bsc, *ssc, *qsc, *hsc, *hbsc; /* (Q, K) */
     struct sgbd_topk_screen screen, bf16; /* bf16: a view, no 8-bit copy */
     size_t *bn;                 /* (batch) */
     double sink;
@@ -143,12 +143,11 @@ static double time_single(struct run *r, const struct sgbd_topk_screen *screen,
     return (now_us() - t0) / (double)r->queries.rows;
 }
 
-/* Batches of BATCH queries: sgemm blocks, or the bfloat16 screen. */
-static double time_batch(struct run *r, int screened)
+/* Batches of BATCH queries: sgemm blocks (screen NULL), or screened. */
+static double time_batch(struct run *r, const struct sgbd_topk_screen *screen,
+                         uint32_t *idx, float *sc)
 {
     const uint64_t *ex[4096];
-    uint32_t *idx = screened ? r->qidx : r->bidx;
-    float *sc = screened ? r->qsc : r->bsc;
     double t0 = now_us();
 
     for (size_t u0 = 0; u0 < r->queries.rows; u0 += r->batch) {
@@ -159,8 +158,8 @@ static double time_batch(struct run *r, int screened)
             ex[j] = r->bits + j * r->words;
         }
         struct sgbd_mat q = sgbd_mat_rows(r->queries, u0, b);
-        int rc = screened
-                     ? sgbd_topk_users_screened(q, r->items, &r->screen, r->k,
+        int rc = screen
+                     ? sgbd_topk_users_screened(q, r->items, screen, r->k,
                                                 ex, idx + u0 * r->k,
                                                 sc + u0 * r->k, r->bn)
                      : sgbd_topk_users(q, r->items, r->k, ex,
@@ -239,6 +238,8 @@ static int setup(struct run *r, char **argv)
     r->qsc = malloc(q * r->k * sizeof(float));
     r->hidx = malloc(q * r->k * sizeof(uint32_t));
     r->hsc = malloc(q * r->k * sizeof(float));
+    r->hbidx = malloc(q * r->k * sizeof(uint32_t));
+    r->hbsc = malloc(q * r->k * sizeof(float));
     if (sgbd_topk_screen_init_copies(&r->screen, r->items,
                                      SGBD_SCREEN_BF16 | SGBD_SCREEN_8BIT))
         return -1;
@@ -246,14 +247,14 @@ static int setup(struct run *r, char **argv)
     memset(&r->bf16.q8, 0, sizeof(r->bf16.q8));
     return r->bits && r->scores && r->idx && r->bidx && r->sc && r->bsc &&
                    r->bn && r->sidx && r->ssc && r->qidx && r->qsc &&
-                   r->hidx && r->hsc ? 0 : -1;
+                   r->hidx && r->hsc && r->hbidx && r->hbsc ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
     struct run r = {0};
     int rounds, threads;
-    double *tg, *ts, *tb, *tq, *tbq, *th;
+    double *tg, *ts, *tb, *tq, *tbq, *th, *thb;
 
     if (argc != 9) {
         fprintf(stderr, "usage: topk_bench ITEMS.npy QUERIES.npy SEEN.npy "
@@ -274,7 +275,8 @@ int main(int argc, char **argv)
     tq = calloc((size_t)rounds, sizeof(double));
     tbq = calloc((size_t)rounds, sizeof(double));
     th = calloc((size_t)rounds, sizeof(double));
-    if (!tg || !ts || !tb || !tq || !tbq || !th)
+    thb = calloc((size_t)rounds, sizeof(double));
+    if (!tg || !ts || !tb || !tq || !tbq || !th || !thb)
         return 1;
     /* warm the caches and the clones' resolvers */
     time_single(&r, NULL, r.idx, r.sc);
@@ -285,9 +287,10 @@ int main(int argc, char **argv)
         ts[j] = time_single(&r, NULL, r.idx, r.sc);
         tq[j] = time_single(&r, &r.screen, r.sidx, r.ssc);
         th[j] = time_single(&r, &r.bf16, r.hidx, r.hsc);
-        tb[j] = time_batch(&r, 0);
-        tbq[j] = time_batch(&r, 1);
-        if (tb[j] < 0 || tbq[j] < 0)
+        tb[j] = time_batch(&r, NULL, r.bidx, r.bsc);
+        tbq[j] = time_batch(&r, &r.screen, r.qidx, r.qsc);
+        thb[j] = time_batch(&r, &r.bf16, r.hbidx, r.hbsc);
+        if (tb[j] < 0 || tbq[j] < 0 || thb[j] < 0)
             return 1;
     }
     printf("{\n  \"items\": %zu, \"dim\": %zu, \"queries\": %zu, \"k\": %zu,"
@@ -301,13 +304,16 @@ int main(int argc, char **argv)
            agreement(&r, r.qidx));
     printf("  \"screened_bf16_matches_single\": %.6f,\n",
            agreement(&r, r.hidx));
+    printf("  \"screened_batch_bf16_matches_single\": %.6f,\n",
+           agreement(&r, r.hbidx));
     printf("  \"screen8\": %s,\n", r.screen.q8.v ? "true" : "false");
     summary("sgemv", tg, rounds, 0);
     summary("single", ts, rounds, 0);
     summary("screened", tq, rounds, 0);
     summary("screened_bf16", th, rounds, 0);
     summary("batch", tb, rounds, 0);
-    summary("screened_batch", tbq, rounds, 1);
+    summary("screened_batch", tbq, rounds, 0);
+    summary("screened_batch_bf16", thb, rounds, 1);
     printf("}\n");
     if (r.sink == 12345.678)
         fprintf(stderr, "\n");

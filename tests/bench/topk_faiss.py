@@ -166,12 +166,15 @@ def main():
                 ours = {key: [] for key in ("sgemv_us", "single_us",
                                             "screened_us",
                                             "screened_bf16_us", "batch_us",
-                                            "screened_batch_us")}
+                                            "screened_batch_us",
+                                            "screened_batch_bf16_us")}
                 agree = one["batch_matches_single"]
                 screen8 = one["screen8"]
                 screened_agree = min(one["screened_matches_single"],
                                      one["screened_bf16_matches_single"])
-                sbatch_agree = one["screened_batch_matches_single"]
+                sbatch_agree = min(
+                    one["screened_batch_matches_single"],
+                    one["screened_batch_bf16_matches_single"])
             for key in ours:
                 ours[key].append(one[key]["best"])
             agree = min(agree, one["batch_matches_single"])
@@ -179,7 +182,8 @@ def main():
                                  one["screened_matches_single"],
                                  one["screened_bf16_matches_single"])
             sbatch_agree = min(sbatch_agree,
-                               one["screened_batch_matches_single"])
+                               one["screened_batch_matches_single"],
+                               one["screened_batch_bf16_matches_single"])
         result = np.load(paths[3]).astype(np.int64)
 
     theirs = faiss_results(index, queries, a.k, seen)
@@ -207,8 +211,11 @@ def report(a, o, f, differ, worst, agree, screened_agree, screen8):
              o["screened_bf16_us"]),
             ("FAISS IndexFlatIP, single", f["single"]),
             (f"sgbd_topk_users, batches of {a.batch}", o["batch_us"]),
-            (f"sgbd_topk_users_screened, batches of {a.batch}",
+            (f"sgbd_topk_users_screened"
+             f"{' (8-bit screen)' if screen8 else ''}, batches of {a.batch}",
              o["screened_batch_us"]),
+            (f"sgbd_topk_users_screened (bfloat16 screen), batches of "
+             f"{a.batch}", o["screened_batch_bf16_us"]),
             (f"FAISS IndexFlatIP, batches of {a.batch}", f["batch"])]
     for name, s in rows:
         print(f"| {name} | {s['best']:.1f} | {s['median']:.1f} |")
@@ -222,11 +229,13 @@ def report(a, o, f, differ, worst, agree, screened_agree, screen8):
           f"(single and batch) equals plain on {screened_agree * 100:.3f}% "
           f"of ids")
     print(f"FAISS single / ours: "
-          f"{med(f['single']) / med(o['single_us']):.1f}x")
+          f"{med(f['single']) / med(o['single_us']):.1f}x plain, "
+          f"{med(f['single']) / med(o['screened_us']):.1f}x screened")
     print(f"FAISS batch / ours: "
           f"{med(f['batch']) / med(o['batch_us']):.2f}x sgemm, "
           f"{med(f['batch']) / med(o['screened_batch_us']):.2f}x screened "
-          f"(target >= 2)")
+          f"({med(f['batch']) / med(o['screened_batch_bf16_us']):.2f}x in "
+          f"bfloat16; target >= 2)")
     print(f"results: {differ} ids differ from FAISS (near-ties, worst "
           f"|score - K-th| {worst:.2e}); batch equals single on "
           f"{agree * 100:.3f}% of ids")
