@@ -491,6 +491,58 @@ static void test_topk_screened_column_scales(void)
     sgbd_mat_release(&items);
 }
 
+/* A heavy-tailed value: Cauchy, capped well inside the float range. */
+static double cauchy(struct sgbd_rng *rng)
+{
+    double x = tan(3.14159265358979 * (sgbd_rng_uniform(rng) - 0.5));
+
+    return x > 1e6 ? 1e6 : x < -1e6 ? -1e6 : x;
+}
+
+/*
+ * Random catalogues of the shapes that strain a per-column 8-bit scale:
+ * each column a random magnitude over 30 orders, heavy tails, columns
+ * rounded to a few levels (ties), duplicated items, random exclusions,
+ * queries of random magnitudes; every answer must be the plain scan's.
+ */
+static void test_topk_screened_random_catalogues(void)
+{
+    struct sgbd_rng rng;
+
+    sgbd_rng_init(&rng, 21, SGBD_RNG_SYNTH);
+    for (int trial = 0; trial < 24 && !harness_case_failed; trial++) {
+        size_t n = 2048 + sgbd_rng_below(&rng, 3000);
+        size_t d = trial % 3 == 0 ? 32 : 64, k = 1 + sgbd_rng_below(&rng, 60);
+        struct sgbd_mat items;
+        uint64_t *ex = sgbd_bitset_new(n);
+        double scale[64];
+        float u[64];
+
+        CHECK_INT(sgbd_mat_alloc(&items, n, d), 0);
+        for (size_t c = 0; c < d; c++)
+            scale[c] = pow(10.0, 30.0 * sgbd_rng_uniform(&rng) - 15.0);
+        for (size_t i = 0; i < n; i++) {
+            float *row = sgbd_mat_row(items, i);
+            for (size_t c = 0; c < d; c++) {
+                double x = trial % 2 ? cauchy(&rng) : sgbd_rng_normal(&rng);
+                if (c % 5 == (size_t)trial % 5)
+                    x = round(x * 2.0) / 2.0; /* few levels: many ties */
+                row[c] = (float)(x * scale[c] / 1e3);
+            }
+            if (i > 0 && sgbd_rng_below(&rng, 8) == 0)
+                memcpy(row, sgbd_mat_row(items, i - 1), d * sizeof(float));
+            if (sgbd_rng_below(&rng, 20) == 0)
+                sgbd_bitset_set(ex, i);
+        }
+        for (size_t c = 0; c < d; c++)
+            u[c] = (float)(sgbd_rng_normal(&rng) /
+                           (scale[c] * pow(10.0, 4.0 * sgbd_rng_uniform(&rng))));
+        check_screened(u, items, k, trial % 4 ? ex : NULL);
+        sgbd_mat_release(&items);
+        sgbd_bitset_free(ex);
+    }
+}
+
 /*
  * The 8-bit bound at its tightest: every column's scale is 1 (an item of
  * -127s), the query all ones, and each rounding error lines up with it.
@@ -672,6 +724,7 @@ int main(void)
     RUN(test_topk_screened_huge_and_tiny_values);
     RUN(test_topk_screened_column_scales);
     RUN(test_topk_screened_worst_case_rounding);
+    RUN(test_topk_screened_random_catalogues);
     RUN(test_topk_users_screened_equal_plain_scans);
     RUN(test_topk_screened_with_few_items_left);
     RUN(test_topk_screen_rejects_bad_input);
