@@ -89,7 +89,7 @@ struct sgbd_snapshot {
 
     /* Derived or copied by the set_*() calls and finish(). */
     float *items_unit;              /* (I, D) rows of items / ||row||_2 */
-    struct sgbd_topk_screen items_screen; /* bfloat16 copies of items */
+    struct sgbd_topk_screen items_screen; /* 8-bit or bfloat16 copies */
     struct sgbd_topk_screen unit_screen;  /* and of items_unit, for the
                                              screened top-k; empty where
                                              the CPU cannot use them */

@@ -135,11 +135,12 @@ int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
 /*
  * Copies of an item matrix in fewer bits, to screen items before exact
  * scoring, and the largest row norm, which bounds how far a screened
- * score can be from the exact one. In bfloat16 every float is rounded to
- * its top 16 bits (nearest, ties to even): half the bytes, for batches.
- * In 8 bits each column c is scaled by its largest magnitude over 127
- * and rounded to a signed byte q_ic: a quarter of the bytes, for single
- * requests, which then read the catalogue from L2 rather than L3.
+ * score can be from the exact one. In 8 bits each column c is scaled by
+ * its largest magnitude over 127 and rounded to a signed byte q_ic: a
+ * quarter of the bytes, so that at Baby size a request reads the
+ * catalogue from L2 rather than L3. In bfloat16, for CPUs without the
+ * 8-bit kernel, every float is rounded to its top 16 bits (nearest, ties
+ * to even): half the bytes.
  */
 struct sgbd_topk_screen8 {
     uint8_t *v;             /* rows x cols, rows padded to 16: q + 128, in
