@@ -63,9 +63,11 @@ int screen8_supported(size_t d)
 
 /*
  * Lane l of one VPDPBUSD adds the next four bytes of item l times the
- * same four bytes of p, so a block's 16 scores build up in one register
- * with no horizontal sums; eight blocks go at once to hide the latency
- * of each sum.
+ * same four bytes of p, so a block's 16 scores build up in registers
+ * with no horizontal sums. A block is read front to back, one stream
+ * (no slower from L2 than eight blocks side by side, and simpler), into
+ * four sums that hide the latency of each VPDPBUSD; integer sums in any
+ * order are the same.
  */
 VNNI_TARGET void screen8_blocks(const uint32_t *qp, int32_t corr,
                                 const uint8_t *v, size_t b0, size_t nb,
@@ -73,33 +75,29 @@ VNNI_TARGET void screen8_blocks(const uint32_t *qp, int32_t corr,
 {
     size_t quads = d / 4, per = quads * 64;
 
-    for (size_t g = 0; g < nb; g += 8) {
-        size_t m = nb - g < 8 ? nb - g : 8;
-        const uint8_t *blk = v + (b0 + g) * per;
-        __m512i acc[8];
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = v + (b0 + b) * per;
+        __m512i acc[4] = {_mm512_set1_epi32(-corr), _mm512_setzero_si512(),
+                          _mm512_setzero_si512(), _mm512_setzero_si512()};
+        size_t j = 0;
 
-        for (size_t b = 0; b < 8; b++)
-            acc[b] = _mm512_set1_epi32(-corr);
-        for (size_t j = 0; j < quads; j++) {
-            __m512i pj = _mm512_set1_epi32((int)qp[j]);
-            if (m == 8) {
-#pragma GCC unroll 8
-                for (size_t b = 0; b < 8; b++)
-                    acc[b] = _mm512_dpbusd_epi32(
-                        acc[b], _mm512_loadu_si512((const void *)(
-                                    blk + b * per + j * 64)), pj);
-            } else {
-                for (size_t b = 0; b < m; b++)
-                    acc[b] = _mm512_dpbusd_epi32(
-                        acc[b], _mm512_loadu_si512((const void *)(
-                                    blk + b * per + j * 64)), pj);
-            }
-        }
-        for (size_t b = 0; b < m; b++)
-            _mm512_storeu_ps(out + (g + b) * LANES,
-                             _mm512_cvtepi32_ps(acc[b]));
+        for (; j + 4 <= quads; j += 4)
+#pragma GCC unroll 4
+            for (size_t a = 0; a < 4; a++)
+                acc[a] = _mm512_dpbusd_epi32(
+                    acc[a],
+                    _mm512_loadu_si512((const void *)(blk + (j + a) * 64)),
+                    _mm512_set1_epi32((int)qp[j + a]));
+        for (; j < quads; j++)
+            acc[0] = _mm512_dpbusd_epi32(
+                acc[0], _mm512_loadu_si512((const void *)(blk + j * 64)),
+                _mm512_set1_epi32((int)qp[j]));
+        acc[0] = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]),
+                                  _mm512_add_epi32(acc[2], acc[3]));
+        _mm512_storeu_ps(out + b * LANES, _mm512_cvtepi32_ps(acc[0]));
     }
 }
+
 /*
  * Each load of a block's quad feeds 4 users, as in the bfloat16 tile of
  * topk.c: 16 accumulators, 4 loads and 16 VPDPBUSD a quad.
