@@ -6,9 +6,9 @@
  * exactly only the few that come near its K-th best. The bfloat16 copy
  * takes 2 D bytes an item (900 KB at 7,050 x 64), more than the L2 cache
  * holds next to the serving path's own data, so each request streams it
- * from L3; the 8-bit copy takes D bytes and stays in L2. Batches keep the
- * bfloat16 copy: they read the catalogue once per group of users, and
- * its tighter bound rescores fewer items.
+ * from L3; the 8-bit copy takes D bytes and stays in L2. Batches read the
+ * same copy, once per group of users. The bfloat16 copy is for CPUs
+ * without the 8-bit kernel.
  */
 #ifndef SGBD_SCREEN_H
 #define SGBD_SCREEN_H

@@ -1,5 +1,5 @@
 /*
- * screen8.c - the 8-bit item screen of single requests (screen.h).
+ * screen8.c - the 8-bit item screen of the serving scorer (screen.h).
  *
  * Column c of the items has the scale s_c = max_i |x_ic| / 127 and item i
  * the bytes q_ic = round(x_ic / s_c), so x_i = s (q_i + e_i) elementwise,
