@@ -705,10 +705,12 @@ int sgbd_topk_user(const float *u, struct sgbd_mat items, size_t k,
 #define BF16_CUT_ERR 0x1p-7        /* truncation, where rounding overflows */
 
 /*
- * The screening kernel multiplies bfloat16 pairs in hardware (AVX512-BF16
- * VDPBF16PS: products exact in float, sums rounded, denormal inputs and
- * outputs flushed to zero), 32 values an instruction. Where the CPU lacks
- * it, or D is not a multiple of 32, the screened call is the plain scan.
+ * The bfloat16 kernels, for CPUs without the 8-bit one (screen8.c):
+ * bfloat16 pairs multiplied in hardware (AVX512-BF16 VDPBF16PS: products
+ * exact in float, sums rounded, denormal inputs and outputs flushed to
+ * zero), 32 values an instruction. Where the CPU has neither kernel, or
+ * D fits neither (a multiple of 4 for 8 bits, of 32 here), the screened
+ * calls are the plain scan.
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
