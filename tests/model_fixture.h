@@ -332,4 +332,48 @@ static inline int fixture_pair_close(const struct fixture_pair *r)
            r->cosine > 0.999 && r->differ;
 }
 
+/* Builds a model for the bfloat16 check: float32 (bf16 = 0) or with
+ * bf16_features, the rest of its hyperparameters fixed by the test. */
+typedef int (*fixture_make_fn)(struct sgbd_model **m,
+                               const struct sgbd_dataset *ds,
+                               const struct sgbd_features *f, int bf16);
+
+/*
+ * The bfloat16 check of a model: U users, I items, 30 interactions and
+ * the n channels given, made from seed; the model built twice by make;
+ * both gradients at one theta on a batch of B rows. fixture_pair_close's
+ * verdict (1 or 0), or -1 when a model cannot be built.
+ */
+static inline int fixture_bf16_close(fixture_make_fn make, uint32_t U,
+                                     uint32_t I, int n,
+                                     const char *const *names,
+                                     const size_t *dims, size_t B,
+                                     uint64_t seed)
+{
+    struct sgbd_dataset ds;
+    struct sgbd_features f;
+    struct sgbd_model *m32 = NULL, *m16 = NULL;
+    struct fixture_batch fb;
+    struct fixture_pair r;
+    float *theta = NULL;
+    int rc = -1;
+
+    fixture_dataset(&ds, U, I, 30, seed);
+    fixture_features(&f, I, n, names, dims, seed + 1);
+    fixture_batch(&fb, &ds, B, seed + 2);
+    if (make(&m32, &ds, &f, 0) == 0 && make(&m16, &ds, &f, 1) == 0) {
+        theta = fixture_theta(m32, seed + 3, 1.0f);
+        if (fixture_compare_grads(m32, m16, theta, &fb.b, &r) == 0)
+            rc = fixture_pair_close(&r);
+    }
+    sgbd_params_free_arena(theta);
+    if (m16)
+        m16->ops->free(m16);
+    if (m32)
+        m32->ops->free(m32);
+    fixture_features_free(&f);
+    fixture_dataset_free(&ds);
+    return rc;
+}
+
 #endif

@@ -158,28 +158,18 @@ static void test_dragon_loss_is_deterministic_and_adds(void)
  * the loss and gradient move by about the rounding (2^-9 relative), and
  * no more. They must move at all, or the bfloat16 path was not taken.
  */
+static int make_bf16(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                     const struct sgbd_features *f, int bf16)
+{
+    return make_with(m, ds, f, 1e-2, bf16);
+}
+
 static void test_dragon_bf16_features_keep_the_gradient(void)
 {
-    struct sgbd_dataset ds;
-    struct sgbd_features f;
-    struct sgbd_model *m32 = NULL, *m16 = NULL;
-    struct fixture_batch fb;
-    struct fixture_pair r;
-
     if (!sgbd_bf16_supported())
         SKIP("no AVX512-BF16 on this CPU");
-    fixture_dataset(&ds, TU, TI, 30, 21);
-    fixture_features(&f, TI, 2, names2, dims2, 22);
-    fixture_batch(&fb, &ds, 8, 23);
-    CHECK_INT(make_with(&m32, &ds, &f, 1e-2, 0), 0);
-    CHECK_INT(make_with(&m16, &ds, &f, 1e-2, 1), 0);
-    float *theta = fixture_theta(m32, 24, 1.0f);
-    CHECK_INT(fixture_compare_grads(m32, m16, theta, &fb.b, &r), 0);
-    CHECK(fixture_pair_close(&r));
-    sgbd_params_free_arena(theta);
-    m16->ops->free(m16), m32->ops->free(m32);
-    fixture_features_free(&f);
-    fixture_dataset_free(&ds);
+    CHECK_INT(fixture_bf16_close(make_bf16, TU, TI, 2, names2, dims2, 8, 21),
+              1);
 }
 
 static void test_dragon_new_item_from_features(void)

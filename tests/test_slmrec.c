@@ -304,28 +304,18 @@ static void test_slmrec_loss_is_deterministic_and_adds(void)
 
 /* The feature projections in bfloat16 move the loss and gradient by
  * about the rounding, and do move them. */
+static int make_bf16(struct sgbd_model **m, const struct sgbd_dataset *ds,
+                     const struct sgbd_features *f, int bf16)
+{
+    return make_with(m, ds, f, TD, bf16);
+}
+
 static void test_slmrec_bf16_features_keep_the_gradient(void)
 {
-    struct sgbd_dataset ds;
-    struct sgbd_features f;
-    struct sgbd_model *m32 = NULL, *m16 = NULL;
-    struct fixture_batch fb;
-    struct fixture_pair r;
-
     if (!sgbd_bf16_supported())
         SKIP("no AVX512-BF16 on this CPU");
-    fixture_dataset(&ds, TU, TI, 30, 31);
-    fixture_features(&f, TI, 2, names2, dims2, 32);
-    fixture_batch(&fb, &ds, 6, 33);
-    CHECK_INT(make_with(&m32, &ds, &f, TD, 0), 0);
-    CHECK_INT(make_with(&m16, &ds, &f, TD, 1), 0);
-    float *theta = fixture_theta(m32, 34, 1.0f);
-    CHECK_INT(fixture_compare_grads(m32, m16, theta, &fb.b, &r), 0);
-    CHECK(fixture_pair_close(&r));
-    sgbd_params_free_arena(theta);
-    m16->ops->free(m16), m32->ops->free(m32);
-    fixture_features_free(&f);
-    fixture_dataset_free(&ds);
+    CHECK_INT(fixture_bf16_close(make_bf16, TU, TI, 2, names2, dims2, 6, 31),
+              1);
 }
 
 static void test_slmrec_new_item_from_features(void)
