@@ -633,23 +633,38 @@ static void group_max(const float *restrict sc, size_t groups,
 }
 
 /* Up to cap indices i >= *from with sc[i] >= thr (sc padded to 16 lanes
- * past rows), into list; *from moves past the last one scanned. Groups
- * of 16 whose maximum gmax misses thr are passed over whole. */
+ * past rows), into list; *from moves past the last one scanned (a
+ * multiple of 16). The groups of 16 whose maximum gmax reaches thr are
+ * found 16 at a time; the others are passed over whole. */
 KERNEL_CLONES
 static size_t collect_reaching(const float *restrict sc,
                                const float *restrict gmax, size_t rows,
                                float thr, size_t *from, size_t *list,
                                size_t cap)
 {
-    size_t n = 0, i0 = *from;
+    size_t n = 0, groups = (rows + LANES - 1) / LANES;
 
-    for (; i0 < rows && n + LANES <= cap; i0 += LANES) {
-        if (!(gmax[i0 / LANES] >= thr))
-            continue;
-        for (unsigned m = hits16(sc + i0, thr); m; m &= m - 1)
-            list[n++] = i0 + (size_t)__builtin_ctz(m);
+    for (size_t g = *from / LANES; g < groups; g += LANES) {
+        float part[LANES];
+        const float *gm = gmax + g;
+        unsigned m;
+
+        if (groups - g < LANES) { /* gmax ends here: NaN reaches nothing */
+            for (size_t l = 0; l < LANES; l++)
+                part[l] = l < groups - g ? gmax[g + l] : NAN;
+            gm = part;
+        }
+        for (m = hits16(gm, thr); m; m &= m - 1) {
+            size_t i0 = (g + (size_t)__builtin_ctz(m)) * LANES;
+            if (n + LANES > cap) {
+                *from = i0;
+                return n;
+            }
+            for (unsigned h = hits16(sc + i0, thr); h; h &= h - 1)
+                list[n++] = i0 + (size_t)__builtin_ctz(h);
+        }
     }
-    *from = i0;
+    *from = rows;
     return n;
 }
 
