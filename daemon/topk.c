@@ -1234,6 +1234,23 @@ static void screen_packed(struct packed p, const struct sgbd_topk_screen *s,
         screen_blocks(p.words, s->v, b0, nb, s->cols, out);
 }
 
+/* Pack u into words (and *corr) for the copy eight names, and return its
+ * error bound in screened units, or NaN when the plain scan must answer
+ * for it (u not finite or zero, or a sum that could overflow). */
+static double pack_query(const float *u, const struct sgbd_topk_screen *s,
+                         int eight, uint32_t *words, int32_t *corr)
+{
+    int big;
+    double err = screen_error(u, s, &big);
+
+    if (!isfinite(err) || big)
+        return NAN;
+    if (eight)
+        return screen8_error(u, s, words, corr);
+    screen_pack(u, s->cols, words);
+    return err;
+}
+
 /* Pass 1 for one user: its screened scores, a chunk at a time. */
 static float screen_pass(struct packed p, const struct sgbd_topk_screen *s,
                          size_t k, const uint64_t *exclude_bits, float *sc,
@@ -1319,21 +1336,17 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
     float *sc = stack_sc, *gmax = stack_gmax, reach;
     uint32_t words[SCREEN_MAX_DIM / 2];
     struct packed p = {words, 0, 0};
-    double err;
-    int rc, big;
+    double err = NAN;
+    int rc;
 
     if ((rc = check_screen(screen, items)) < 0)
         return rc;
     p.eight = screen->q8.v != NULL;
-    err = screen_error(u, screen, &big);
-    if (p.eight && isfinite(err) && !big)
-        err = screen8_error(u, screen, words, &p.corr);
-    if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > INT_MAX ||
-        k > items.rows / 8 || !isfinite(err) || big ||
-        !(p.eight || screen->v))
+    if (items.rows >= SCREEN_MIN_ITEMS && k > 0 && k <= INT_MAX &&
+        k <= items.rows / 8 && (p.eight || screen->v))
+        err = pack_query(u, screen, p.eight, words, &p.corr);
+    if (isnan(err))
         return sgbd_topk_user(u, items, k, exclude_bits, out_idx, out_score);
-    if (!p.eight)
-        screen_pack(u, items.cols, words);
     if (items.rows > SCREEN_STACK_ITEMS) {
         sc = malloc((items.rows + LANES + 2 * (items.rows / LANES + 2)) *
                     sizeof(float));
@@ -1388,21 +1401,6 @@ struct screen_batch {
     int eight;        /* the 8-bit copy, else the bfloat16 one */
 };
 
-/* Pack u for the copy w reads (row b of w->up) and return its error
- * bound, or NaN when the plain scan must answer for it. */
-static double pack_user(struct screen_batch *w, size_t b, const float *u,
-                        const struct sgbd_topk_screen *s)
-{
-    int big;
-    double err = screen_error(u, s, &big);
-
-    if (!isfinite(err) || big)
-        return NAN;
-    if (w->eight)
-        return screen8_error(u, s, w->up + b * w->words, w->corr + b);
-    screen_pack(u, s->cols, w->up + b * w->words);
-    return err;
-}
 
 /* gm[g] again for block g of one user: the largest screened score of
  * its items below rows that ex does not exclude, -Inf when none; from
@@ -1496,7 +1494,8 @@ static int screen_group(struct screen_batch *w, struct sgbd_mat users,
     memset(w->up, 0, (n + 3) / 4 * 4 * nw * sizeof(uint32_t));
     memset(w->corr, 0, (n + 3) / 4 * 4 * sizeof(int32_t));
     for (size_t b = 0; b < n; b++)
-        w->err[b] = pack_user(w, b, sgbd_mat_row(users, b0 + b), s);
+        w->err[b] = pack_query(sgbd_mat_row(users, b0 + b), s, w->eight,
+                               w->up + b * nw, w->corr + b);
     for (size_t g0 = 0; g0 < blocks; g0 += SCREEN_SPAN_BLOCKS) {
         size_t g1 = blocks - g0 < SCREEN_SPAN_BLOCKS ? blocks
                                                      : g0 + SCREEN_SPAN_BLOCKS;
