@@ -1,6 +1,6 @@
 /*
- * screen.h - what topk.c's screened scoring shares with the 8-bit item
- * copy of screen8.c (internal to daemon/).
+ * screen.h - what the screened scoring of screen.c shares with the 8-bit
+ * item copy of screen8.c (internal to daemon/).
  *
  * A single request screens every item of the catalogue and rescores
  * exactly only the few that come near its K-th best. The bfloat16 copy
@@ -92,8 +92,9 @@ TILE_TARGET static inline void tile_maxima(const __m512 acc[4][4],
                              _mm512_shuffle_f32x4(x, y, 0xee));
     }
     for (int j = 0; j < 4; j++)
-        w[j] = _mm512_max_ps(_mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], 0x88),
-                             _mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], 0xdd));
+        w[j] = _mm512_max_ps(
+            _mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], 0x88),
+            _mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], 0xdd));
     for (int k = 0; k < 2; k++)
         v[k] = _mm512_max_ps(_mm512_shuffle_ps(w[2 * k], w[2 * k + 1], 0x44),
                              _mm512_shuffle_ps(w[2 * k], w[2 * k + 1], 0xee));

@@ -100,7 +100,7 @@ VNNI_TARGET void screen8_blocks(const uint32_t *qp, int32_t corr,
 
 /*
  * Each load of a block's quad feeds 4 users, as in the bfloat16 tile of
- * topk.c: 16 accumulators, 4 loads and 16 VPDPBUSD a quad.
+ * screen.c: 16 accumulators, 4 loads and 16 VPDPBUSD a quad.
  */
 VNNI_TARGET void screen8_tile(const uint32_t *qp, size_t ldq,
                               const int32_t *corr, const uint8_t *v,

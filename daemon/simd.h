@@ -59,6 +59,25 @@ INLINE vf16 splat(float x)
     return v + x;
 }
 
+/* Bit l set when s[l] >= thr (never for NaN). */
+INLINE unsigned hits16(const float *s, float thr)
+{
+    const vi16 bit = {1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5,
+                      1 << 6, 1 << 7, 1 << 8, 1 << 9, 1 << 10, 1 << 11,
+                      1 << 12, 1 << 13, 1 << 14, 1 << 15};
+    const vi16 h8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
+    const vi16 h4 = {4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15};
+    const vi16 h2 = {2, 3, 0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const vi16 h1 = {1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    vi16 m = (load16(s) >= splat(thr)) & bit;
+
+    m |= __builtin_shuffle(m, h8);
+    m |= __builtin_shuffle(m, h4);
+    m |= __builtin_shuffle(m, h2);
+    m |= __builtin_shuffle(m, h1);
+    return (unsigned)m[0];
+}
+
 /* The 16 bits of x rounded to the nearest bfloat16, ties to even, for a
  * finite x (within half a bfloat16 ulp of the float range it gives Inf;
  * the callers decide what to do with that and with NaN). */

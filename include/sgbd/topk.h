@@ -153,7 +153,7 @@ struct sgbd_topk_screen8 {
 
 struct sgbd_topk_screen {
     uint16_t *v;            /* rows x cols, rows padded to 16, in blocks
-                               laid out for the kernel (topk.c); NULL
+                               laid out for the kernel (screen.c); NULL
                                without AVX512-BF16 */
     size_t rows, cols;
     double max_norm;        /* max_i ||items[i]||_2, rounded up */
