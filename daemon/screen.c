@@ -339,6 +339,15 @@ size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s)
            (s->q8.v ? s->q8.bytes + s->cols * sizeof(float) : 0);
 }
 
+/* gamma_n = n u / (1 - n u) for n = 2D roundings of a float sum of D
+ * products (u = 2^-24): its error is at most gamma_n sum_d |u_d v_d|. */
+static double sum_gamma(size_t d)
+{
+    double n = 2.0 * (double)d;
+
+    return n * 0x1p-24 / (1.0 - n * 0x1p-24);
+}
+
 /*
  * E with |fl<u, v> - screened<u, v>| <= E for every item, from
  * sum_d |u_d v_d| <= ||u|| ||v|| (Cauchy-Schwarz):
@@ -347,18 +356,15 @@ size_t sgbd_topk_screen_bytes(const struct sgbd_topk_screen *s)
  *     most, for the exact side and the screened side;
  *   - values flushed to zero (below 2^-126) on the screened side, an
  *     absolute (sqrt(D) (||u|| + ||v||) + 2D) 2^-125 at most.
- * Inf or NaN when u is not finite; *big set when a sum could overflow.
+ * un is ||u||.
  */
-static double screen_error(const float *u, const struct sgbd_topk_screen *s,
-                           int *big)
+static double screen_error(double un, const struct sgbd_topk_screen *s)
 {
-    double un = sqrt(sgbd_mat_dot(s->cols, u, u)), D = (double)s->cols;
-    double gamma = 2.0 * D * 0x1p-24 / (1.0 - 2.0 * D * 0x1p-24);
+    double D = (double)s->cols, gamma = sum_gamma(s->cols);
     double rel = BF16_REL_ERR + s->rel_err + BF16_REL_ERR * s->rel_err;
     double e = (rel + 2.0 * gamma * (1.0 + rel)) * un * s->max_norm;
 
     e += (sqrt(D) * (un + s->max_norm) + 2.0 * D) * 0x1p-125;
-    *big = !(un * s->max_norm < SCREEN_MAX_SCORE) || !(un < 0x1p100);
     return e * (1.0 + 0x1p-20);
 }
 
@@ -366,14 +372,14 @@ static double screen_error(const float *u, const struct sgbd_topk_screen *s,
  * The 8-bit screen's bound for u, in screened units (screen8_query()),
  * with qp and *corr the query as its kernel takes it. The exact side
  * is the float scan: gamma_n ||u|| ||v|| as above, and its products'
- * underflow, 2^-150 each at most.
+ * underflow, 2^-150 each at most. un is ||u||.
  */
-static double screen8_error(const float *u, const struct sgbd_topk_screen *s,
-                            uint32_t *qp, int32_t *corr)
+static double screen8_error(const float *u, double un,
+                            const struct sgbd_topk_screen *s, uint32_t *qp,
+                            int32_t *corr)
 {
-    double un = sqrt(sgbd_mat_dot(s->cols, u, u)), D = (double)s->cols;
-    double gamma = 2.0 * D * 0x1p-24 / (1.0 - 2.0 * D * 0x1p-24);
-    double exact = gamma * un * s->max_norm + D * 0x1p-149;
+    double exact = sum_gamma(s->cols) * un * s->max_norm +
+                   (double)s->cols * 0x1p-149;
 
     return screen8_query(&s->q8, u, s->cols, exact * (1.0 + 0x1p-20), qp,
                          corr);
@@ -596,19 +602,20 @@ static void screen_packed(struct packed p, const struct sgbd_topk_screen *s,
 
 /* Pack u into words (and *corr) for the copy eight names, and return its
  * error bound in screened units, or NaN when the plain scan must answer
- * for it (u not finite or zero, or a sum that could overflow). */
+ * for it (u not finite, a sum that could overflow, or for 8 bits u
+ * zero). */
 static double pack_query(const float *u, const struct sgbd_topk_screen *s,
                          int eight, uint32_t *words, int32_t *corr)
 {
-    int big;
-    double err = screen_error(u, s, &big);
+    double un = sqrt(sgbd_mat_dot(s->cols, u, u));
 
-    if (!isfinite(err) || big)
+    /* false for a NaN or Inf in u too */
+    if (!(un < 0x1p100 && un * s->max_norm < SCREEN_MAX_SCORE))
         return NAN;
     if (eight)
-        return screen8_error(u, s, words, corr);
+        return screen8_error(u, un, s, words, corr);
     screen_pack(u, s->cols, words);
-    return err;
+    return screen_error(un, s);
 }
 
 /* Pass 1 for one user: its screened scores, a chunk at a time. */
@@ -648,6 +655,14 @@ static int refine_pass(const float *u, struct sgbd_mat items, const float *sc,
     return rc;
 }
 
+/* Whether screening can beat the plain scan for k items: a catalogue of
+ * SCREEN_MIN_ITEMS or more, k within I / 8, and a copy this CPU reads. */
+static int screen_helps(const struct sgbd_topk_screen *s, size_t k)
+{
+    return s->rows >= SCREEN_MIN_ITEMS && k > 0 && k <= INT_MAX &&
+           k <= s->rows / 8 && (s->v || s->q8.v);
+}
+
 /* SGBD_E_SHAPE unless screen was built for items' shape. */
 static int check_screen(const struct sgbd_topk_screen *screen,
                         struct sgbd_mat items)
@@ -674,8 +689,7 @@ int sgbd_topk_user_screened(const float *u, struct sgbd_mat items,
     if ((rc = check_screen(screen, items)) < 0)
         return rc;
     p.eight = screen->q8.v != NULL;
-    if (items.rows >= SCREEN_MIN_ITEMS && k > 0 && k <= INT_MAX &&
-        k <= items.rows / 8 && (p.eight || screen->v))
+    if (screen_helps(screen, k))
         err = pack_query(u, screen, p.eight, words, &p.corr);
     if (isnan(err))
         return sgbd_topk_user(u, items, k, exclude_bits, out_idx, out_score);
@@ -889,13 +903,11 @@ int sgbd_topk_users_screened(struct sgbd_mat users, struct sgbd_mat items,
         return rc;
     if (B == 0)
         return 0;
-    if (items.rows < SCREEN_MIN_ITEMS || k == 0 || k > items.rows / 8 ||
-        !(screen->v || screen->q8.v)) {
+    if (!screen_helps(screen, k)) {
         for (size_t b = 0; b < B && rc >= 0; b++) {
-            rc = sgbd_topk_user_screened(sgbd_mat_row(users, b), items,
-                                         screen, k,
-                                         exclude_bits ? exclude_bits[b] : NULL,
-                                         out_idx + b * k, out_score + b * k);
+            rc = sgbd_topk_user(sgbd_mat_row(users, b), items, k,
+                                exclude_bits ? exclude_bits[b] : NULL,
+                                out_idx + b * k, out_score + b * k);
             if (rc >= 0)
                 out_n[b] = (size_t)rc;
         }
