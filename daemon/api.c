@@ -215,7 +215,11 @@ int sgbd_api_new(struct sgbd_api **out, const struct sgbd_api_opts *o)
     rc = sgbd_metrics_http_new(&api->metrics, names, N_ROUTES);
     if (rc == 0)
         rc = runtime_new(&api->rt, o->cfg);
+    if (rc == 0)
+        rc = sgbd_reco_cache_new(&api->cache,
+                                 (size_t)o->cfg->result_cache_mb << 20);
     if (rc != 0) {
+        runtime_free(api->rt);
         sgbd_metrics_http_free(api->metrics);
         free(api);
         return rc;
@@ -232,6 +236,7 @@ void sgbd_api_free(struct sgbd_api *api)
     if (!api)
         return;
     runtime_free(api->rt);
+    sgbd_reco_cache_free(api->cache);
     sgbd_metrics_http_free(api->metrics);
     pthread_rwlock_destroy(&api->rt_lock);
     pthread_mutex_destroy(&api->batch_lock);
@@ -410,14 +415,23 @@ void api_begin_body(struct call *c, struct sgbd_json *w)
 
 void api_reply(struct call *c, int status, struct sgbd_json *w)
 {
-    struct sgbd_api_response *r = c->resp;
+    size_t len;
+    char *body = sgbd_json_take(w, &len);
 
-    free(r->body);
-    r->body = sgbd_json_take(w, &r->len);
-    if (!r->body) {
+    if (!body) {
         api_fail(c, 500, "internal", "out of memory writing the response");
         return;
     }
+    api_reply_json(c, status, body, len);
+}
+
+void api_reply_json(struct call *c, int status, char *body, size_t len)
+{
+    struct sgbd_api_response *r = c->resp;
+
+    free(r->body);
+    r->body = body;
+    r->len = len;
     r->status = status;
     r->content_type = "application/json";
     r->model_version = c->view.version;
@@ -864,6 +878,7 @@ out:
 static void sample_gauges(struct call *c, struct sgbd_metrics_http_gauges *g)
 {
     const struct sgbd_snapshot *s = c->view.snap;
+    struct sgbd_reco_cache_stats cs;
     struct sgbd_retrain_status rs;
 
     memset(g, 0, sizeof(*g));
@@ -884,6 +899,12 @@ static void sample_gauges(struct call *c, struct sgbd_metrics_http_gauges *g)
     g->requests_in_flight = atomic_load(&c->api->in_flight);
     g->reloads_total = atomic_load(&c->api->reloads);
     g->reload_failures_total = atomic_load(&c->api->reload_failures);
+    sgbd_reco_cache_stats(c->api->cache, &cs);
+    g->cache_hits = cs.hits;
+    g->cache_misses = cs.misses;
+    g->cache_entries = cs.entries;
+    g->cache_bytes = cs.bytes;
+    g->cache_max_bytes = cs.max_bytes;
     if (!c->api->hooks.status)
         return;
     retrain_status(c->api, &rs);

@@ -14,6 +14,7 @@
 #include "sgbd/auth.h"
 #include "sgbd/json.h"
 #include "sgbd/metrics_http.h"
+#include "sgbd/reco_cache.h"
 #include "sgbd/snapshot.h"
 #include "sgbd/store.h"
 
@@ -46,6 +47,7 @@ struct sgbd_api {
     struct sgbd_snapshot_slot *slot;
     struct sgbd_retrain_hooks hooks;
     struct sgbd_metrics_http *metrics;
+    struct sgbd_reco_cache *cache;  /* NULL: off */
 
     pthread_rwlock_t rt_lock;
     struct api_runtime *rt;
@@ -83,6 +85,9 @@ void api_fail_rc(struct call *c, int rc);
 
 /* Finish w as the response body (200 unless status set), or 500. */
 void api_reply(struct call *c, int status, struct sgbd_json *w);
+
+/* The same with a finished JSON body (malloc'd, len bytes), taken. */
+void api_reply_json(struct call *c, int status, char *body, size_t len);
 
 /* Begin a response object with model_version written first. */
 void api_begin_body(struct call *c, struct sgbd_json *w);

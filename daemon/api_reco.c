@@ -19,6 +19,7 @@
 
 #include "sgbd/err.h"
 #include "sgbd/overlay.h"
+#include "sgbd/reco_cache.h"
 #include "sgbd/topk.h"
 
 /* Items a request excludes on top of seen and hidden ones: view indices. */
@@ -378,20 +379,55 @@ static void reco_free(struct reco_out *o)
     free(o->score);
 }
 
+/*
+ * The answer cache (reco_cache.h) serves repeats of requests that exclude
+ * nothing beyond the defaults: their answer is fixed by the user, k and
+ * the view's counters, which the key holds.
+ */
+static int cacheable(const struct call *c, const struct excl_list *l,
+                     size_t k, struct sgbd_reco_key *key)
+{
+    if (!c->api->cache || l->n > 0)
+        return 0;
+    key->stamp = sgbd_overlay_stamp(c->view.ov);
+    key->user_writes =
+        sgbd_overlay_user_writes(c->view.ov, c->id, c->id_len);
+    key->user = c->id;
+    key->user_len = c->id_len;
+    key->k = (uint32_t)k;
+    return 1;
+}
+
+static int reply_cached(struct call *c, const struct sgbd_reco_key *key)
+{
+    char *body;
+    size_t len;
+
+    if (sgbd_reco_cache_get(c->api->cache, key, &body, &len) != 0)
+        return -1;
+    sgbd_metrics_http_batch(c->api->metrics, 1);
+    api_reply_json(c, 200, body, len);
+    return 0;
+}
+
 void api_h_recommend(struct call *c)
 {
     struct excl_list l = {0};
     struct reco_out out = {0};
+    struct sgbd_reco_key key;
     uint64_t *bits = NULL;
     struct sgbd_json w;
     size_t k;
-    int rc;
+    int rc, cache;
 
     if (!c->view.snap) {
         api_fail(c, 503, "no_model", "no model has been published yet");
         return;
     }
     if (api_query_k(c, &k) != 0 || parse_exclude_query(c, &l) != 0)
+        goto out;
+    cache = cacheable(c, &l, k, &key);
+    if (cache && reply_cached(c, &key) == 0)
         goto out;
     bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
     if (!bits || reco_alloc(&out, k) != 0) {
@@ -408,6 +444,11 @@ void api_h_recommend(struct call *c)
     write_reco(&w, &c->view, c->id, c->id_len, out.idx, out.score, out.n,
                out.fallback);
     api_reply(c, 200, &w);
+    /* Unknown users are not kept: their popular items cost less to find
+     * than to cache, and made-up ids would crowd real users out. */
+    if (cache && !out.fallback && c->resp->status == 200)
+        sgbd_reco_cache_put(c->api->cache, &key, c->resp->body,
+                            c->resp->len);
 out:
     reco_free(&out);
     free(bits);

@@ -81,6 +81,8 @@ struct sgbd_overlay {
     uint64_t *base_mask;            /* ((I + 63) / 64) or NULL */
     uint64_t n_pairs;
     uint64_t last_seq;
+    uint64_t publications;          /* rebases since the empty overlay */
+    uint64_t item_writes;           /* item edits since then */
 };
 
 /* ---- entries ---- */
@@ -324,6 +326,10 @@ static int overlay_alloc(struct sgbd_overlay **out,
         tab_build(&ov->user_tab, ov->cap_users) != 0)
         goto out;
     rc = 0;
+    if (old) {
+        ov->publications = old->publications;
+        ov->item_writes = old->item_writes;
+    }
     if (!share || !old)
         goto out;
 
@@ -515,6 +521,7 @@ static int apply_edit(struct sgbd_overlay *ov,
     rc = item_for_write(ov, base, ed->item_id, &e);
     if (rc != 0)
         return rc;
+    ov->item_writes++;
     e->seq = ed->seq;
     if (ed->op == SGBD_OVERLAY_DELETE_ITEM) {
         e->hidden = 1;
@@ -699,6 +706,8 @@ int sgbd_overlay_rebase(struct sgbd_overlay **out,
     struct sgbd_overlay *ov = NULL;
     int rc = overlay_alloc(&ov, old, base, 0, 0);
 
+    if (rc == 0)
+        ov->publications++;
     for (size_t k = 0; rc == 0 && k < old->n_items; k++)
         if (old->items[k]->seq > base->absorbed_seq)
             rc = rebase_item(ov, base, old->items[k]);
@@ -788,6 +797,20 @@ void sgbd_overlay_pending(const struct sgbd_overlay *ov, uint64_t *items,
 uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov)
 {
     return ov->last_seq;
+}
+
+struct sgbd_overlay_stamp sgbd_overlay_stamp(const struct sgbd_overlay *ov)
+{
+    return (struct sgbd_overlay_stamp){ov->publications, ov->item_writes};
+}
+
+uint64_t sgbd_overlay_user_writes(const struct sgbd_overlay *ov,
+                                  const char *id, size_t len)
+{
+    size_t at = tab_slot(ov, &ov->user_tab, user_key, id, len);
+    uint32_t pos = ov->user_tab.slot[at];
+
+    return pos == EMPTY ? 0 : ov->users[pos]->n;
 }
 
 int sgbd_overlay_resolve_item(const struct sgbd_snapshot *snap,

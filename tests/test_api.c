@@ -49,8 +49,10 @@ struct fx {
 
 static struct fx F;
 
-/* Publish the fixture's model; it absorbed writes numbered <= absorbed. */
-static void build_snapshot(uint64_t version, uint64_t absorbed)
+/* Publish the fixture's model; it absorbed writes numbered <= absorbed.
+ * allow_older: a rollback to a lower version. */
+static void publish_model(uint64_t version, uint64_t absorbed,
+                          int allow_older)
 {
     struct sgbd_snapshot *s;
     struct sgbd_snapshot_channel ch = {"image", FC};
@@ -69,7 +71,12 @@ static void build_snapshot(uint64_t version, uint64_t absorbed)
                                           {{"recall@20", 0.25}}};
     s->absorbed_seq = absorbed;
     sgbd_snapshot_finish(s);
-    sgbd_snapshot_publish(F.slot, s, 0);
+    sgbd_snapshot_publish(F.slot, s, allow_older);
+}
+
+static void build_snapshot(uint64_t version, uint64_t absorbed)
+{
+    publish_model(version, absorbed, 0);
 }
 
 /* A fresh store with items i0..i39 and a fresh API over an empty slot. */
@@ -164,9 +171,9 @@ static void reply_free(struct reply *r)
     sgbd_api_response_clear(&r->resp);
 }
 
-static struct reply call(const char *method, const char *target,
-                         const char *body, const char *auth,
-                         const char *ctype)
+static struct reply call_on(struct sgbd_api *api, const char *method,
+                            const char *target, const char *body,
+                            const char *auth, const char *ctype)
 {
     struct sgbd_api_request req = {0};
     struct reply r = {0};
@@ -190,12 +197,12 @@ static struct reply call(const char *method, const char *target,
     req.authorization = auth;
     req.content_type = body ? (ctype ? ctype : "application/json") : NULL;
     req.content_length = body ? (int64_t)strlen(body) : 0;
-    if (sgbd_api_begin(F.api, &req, &r.resp) == 0) {
+    if (sgbd_api_begin(api, &req, &r.resp) == 0) {
         req.body = body;
         req.body_len = body ? strlen(body) : 0;
-        sgbd_api_handle(F.api, &req, &r.resp);
+        sgbd_api_handle(api, &req, &r.resp);
     }
-    sgbd_api_finish(F.api, &req, &r.resp, 0.001);
+    sgbd_api_finish(api, &req, &r.resp, 0.001);
     r.status = r.resp.status;
     r.text = calloc(1, r.resp.len + 1);
     memcpy(r.text, r.resp.body, r.resp.len);
@@ -203,6 +210,13 @@ static struct reply call(const char *method, const char *target,
         strcmp(r.resp.content_type, "application/json") == 0)
         r.json = json_loads(r.text, 0, NULL);
     return r;
+}
+
+static struct reply call(const char *method, const char *target,
+                         const char *body, const char *auth,
+                         const char *ctype)
+{
+    return call_on(F.api, method, target, body, auth, ctype);
 }
 
 static const char *err_code(const struct reply *r)
@@ -809,6 +823,125 @@ static void test_api_retrain_hooks_and_metrics(void)
     fx_teardown();
 }
 
+
+/* ---- the answer cache ---- */
+
+static long metric(struct sgbd_api *api, const char *name)
+{
+    struct reply r = call_on(api, "GET", "/metrics", NULL, NULL, NULL);
+    char line[128];
+    const char *at;
+    long v = -1;
+
+    snprintf(line, sizeof(line), "\n%s ", name);     /* a sample line */
+    at = r.text ? strstr(r.text, line) : NULL;
+    if (at)
+        v = strtol(at + strlen(line), NULL, 10);
+    reply_free(&r);
+    return v;
+}
+
+#define CU 6    /* users the random walk asks for */
+
+/*
+ * A random walk of reads and writes, every read asked of two APIs over
+ * one slot, one with the answer cache and one without: the bodies must
+ * be the same bytes, whichever writes, publications and rollbacks came
+ * between two reads of one user.
+ */
+static void test_api_cached_answers_equal_scored_ones(void)
+{
+    struct sgbd_config plain_cfg;
+    struct sgbd_api *plain = NULL;
+    struct sgbd_rng rng;
+    uint64_t version = 1;
+    int wrote_since[CU + 1][3] = {{0}}, hits = 0, hits_after_writes = 0;
+    int reads = 0;
+    static const int ks[3] = {3, 10, 40};
+
+    CHECK_INT(fx_setup(1, NULL, NULL), 0);
+    plain_cfg = F.cfg;
+    plain_cfg.result_cache_mb = 0;
+    struct sgbd_api_opts o = {&plain_cfg, F.store, F.slot, NULL};
+    CHECK_INT(sgbd_api_new(&plain, &o), 0);
+    CHECK_INT(metric(plain, "sgbd_reco_cache_hits_total"), -1);
+    sgbd_rng_init(&rng, 99, 1);
+    for (int step = 0; step < 600; step++) {
+        int op = (int)(sgbd_rng_uniform(&rng) * 100);
+        int u = (int)(sgbd_rng_uniform(&rng) * (CU + 1));
+        int i = (int)(sgbd_rng_uniform(&rng) * (FI + 4));
+        int kk = (int)(sgbd_rng_uniform(&rng) * 3);
+        char t[160], b[256];
+        struct reply a, p;
+
+        if (op < 70) {
+            long before = metric(F.api, "sgbd_reco_cache_hits_total");
+            int hit;
+
+            snprintf(t, sizeof(t), "/v1/users/%s%d/recommendations?k=%d%s",
+                     u < CU ? "u" : "stranger", u, ks[kk],
+                     op < 5 ? "&exclude=i3,i17" : "");
+            a = call_on(F.api, "GET", t, NULL, NULL, NULL);
+            p = call_on(plain, "GET", t, NULL, NULL, NULL);
+            hit = metric(F.api, "sgbd_reco_cache_hits_total") > before;
+            CHECK_INT(a.status, 200);
+            CHECK_INT(p.status, 200);
+            CHECK_STR(a.text, p.text);
+            CHECK_INT(a.resp.model_version, p.resp.model_version);
+            reply_free(&a);
+            reply_free(&p);
+            CHECK(!hit || (u < CU && op >= 5));
+            hits += hit;
+            hits_after_writes += hit && wrote_since[u][kk];
+            wrote_since[u][kk] = 0;
+            reads++;
+            continue;
+        }
+        if (op < 85) {              /* one user's interaction */
+            snprintf(b, sizeof(b), "{\"interactions\": [{\"user_id\": "
+                     "\"u%d\", \"item_id\": \"i%d\"}]}", u % CU,
+                     i % FI);
+            a = call("POST", "/v1/interactions", b, NULL, NULL);
+            CHECK_INT(a.status, 200);
+        } else if (op < 90) {       /* new features: a new vector */
+            snprintf(t, sizeof(t), "/v1/items/%s%d", i < FI ? "i" : "new",
+                     i);
+            snprintf(b, sizeof(b), "{\"features\": {\"image\": [%.3f, "
+                     "%.3f, %.3f, %.3f]}}", sgbd_rng_uniform(&rng) - 0.5,
+                     sgbd_rng_uniform(&rng) - 0.5, sgbd_rng_uniform(&rng),
+                     sgbd_rng_uniform(&rng) - 0.5);
+            a = call("PUT", t, b, NULL, NULL);
+            CHECK(a.status == 200 || a.status == 201);
+        } else if (op < 95) {       /* hide an item, or bring it back */
+            snprintf(t, sizeof(t), "/v1/items/i%d", i % FI);
+            a = call(op < 93 ? "DELETE" : "PUT", t, op < 93 ? NULL : "{}",
+                     NULL, NULL);
+            CHECK_INT(a.status, 200);
+        } else if (op < 99) {       /* a retrain publishes a new model */
+            F.U[u % CU][step % FD] += 0.5f;
+            publish_model(++version, 0, 0);
+            a = (struct reply){0};
+        } else {                    /* a rollback: a lower version */
+            F.U[u % CU][step % FD] -= 0.25f;
+            publish_model(version > 1 ? version - 1 : 1, 0, 1);
+            a = (struct reply){0};
+        }
+        reply_free(&a);
+        for (int w = 0; w <= CU; w++)
+            for (int x = 0; x < 3; x++)
+                wrote_since[w][x] = 1;
+    }
+    /* The walk used the cache, also across other users' writes. */
+    printf("  %d reads, %d from the cache, %d of them after a write\n",
+           reads, hits, hits_after_writes);
+    CHECK(hits > reads / 10);
+    CHECK(hits_after_writes > 5);
+    CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"), hits);
+    CHECK(metric(F.api, "sgbd_reco_cache_entries") > 0);
+    sgbd_api_free(plain);
+    fx_teardown();
+}
+
 int main(void)
 {
     RUN(test_api_recommend_matches_brute_force);
@@ -824,5 +957,6 @@ int main(void)
     RUN(test_api_tokens_guard_write_and_admin_routes);
     RUN(test_api_no_model_then_ready);
     RUN(test_api_retrain_hooks_and_metrics);
+    RUN(test_api_cached_answers_equal_scored_ones);
     return harness_finish();
 }

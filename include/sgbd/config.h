@@ -28,6 +28,7 @@ struct sgbd_config {
     char admin_token_file[SGBD_PATH_MAX]; /* tokens for admin routes */
     int request_timeout_s;       /* deadline for one whole request */
     int drain_timeout_s;         /* SIGTERM: wait for in-flight requests */
+    int64_t result_cache_mb;     /* answer cache (reco_cache.h), 0: off */
 
     /* [store] */
     char db_path[SGBD_PATH_MAX];

@@ -35,6 +35,9 @@ struct sgbd_metrics_http_gauges {
     double last_retrain_seconds;
     /* SIGHUP reloads. */
     uint64_t reloads_total, reload_failures_total;
+    /* The answer cache (reco_cache.h); max_bytes 0: disabled. */
+    uint64_t cache_hits, cache_misses, cache_entries, cache_bytes;
+    uint64_t cache_max_bytes;
 };
 
 /*

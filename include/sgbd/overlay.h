@@ -140,6 +140,25 @@ void sgbd_overlay_pending(const struct sgbd_overlay *ov, uint64_t *items,
 uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov);
 
 /*
+ * What a user's results depend on besides the request, as counters that
+ * only move forward along one slot's overlays: a view whose stamp and
+ * user writes equal another's gives that user the same answers. Every
+ * publication (rebase) and every item edit moves the stamp; a user's
+ * interactions move only that user's count. Rollbacks are publications
+ * too, so the stamp moves forward even when the model version goes back.
+ */
+struct sgbd_overlay_stamp {
+    uint64_t publications;          /* rebases since the empty overlay */
+    uint64_t item_writes;           /* item edits since then */
+};
+
+struct sgbd_overlay_stamp sgbd_overlay_stamp(const struct sgbd_overlay *ov);
+
+/* Interactions of user id (len bytes) since the base (0: none). */
+uint64_t sgbd_overlay_user_writes(const struct sgbd_overlay *ov,
+                                  const char *id, size_t len);
+
+/*
  * Resolve an item id against a view (snapshot, overlay): 0 and *ref, or
  * SGBD_E_NOTFOUND when neither knows it. snap may be NULL.
  */

@@ -8,7 +8,10 @@
 #   daemon's MHD flags and a fixed 600-byte JSON body), both under wrk
 #   -t$WRK_THREADS -c$CONNS keep-alive for $SECONDS_EACH s, in ABAB order so
 #   both see the same machine load. The daemon gets
-#   GET /v1/users/u<random>/recommendations?k=20 (tests/bench/users.lua).
+#   GET /v1/users/u<random>/recommendations?k=20 (tests/bench/users.lua),
+#   once with its default answer cache (with the share of answers it
+#   served) and once with result_cache_mb=0, where every request is
+#   scored.
 #   Reports requests/s, p50 and p99 of each run, the server's CPU time
 #   per request (utime + stime from /proc: robust to other load on the
 #   machine) and the daemon/ceiling ratio of the medians.
@@ -61,9 +64,10 @@ wait_ready() {  # URL
     exit 1
 }
 
-start_daemon() {  # SPEC PORT; sets daemon_pid
+start_daemon() {  # SPEC PORT [CACHE_MB]; sets daemon_pid
     "$bin" serve --no-store --listen "127.0.0.1:$2" --synthetic "$1" \
-        --set "server.http_threads=$threads" >/dev/null 2>&1 &
+        --set "server.http_threads=$threads" \
+        ${3:+--set "server.result_cache_mb=$3"} >/dev/null 2>&1 &
     daemon_pid=$!
     pids+=($!)
     wait_ready "http://127.0.0.1:$2/readyz"
@@ -102,34 +106,61 @@ machine() {
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+# The answer cache's hits and misses so far, as "hits misses".
+cache_counts() {  # PORT
+    curl -sf "http://127.0.0.1:$1/metrics" | awk '
+        /^sgbd_reco_cache_hits_total / { h = $2 }
+        /^sgbd_reco_cache_misses_total / { m = $2 }
+        END { printf "%d %d\n", h, m }'
+}
+
 bench_baby() {
-    local ceil=$((port)) daemon=$((port + 1)) c d ceil_pid
+    local ceil=$((port)) daemon=$((port + 1)) nocache=$((port + 3))
+    local c d n ceil_pid cached_pid nocache_pid h0 h1
     "$tools/mhd_ceiling" "$ceil" "$threads" 2>/dev/null &
     ceil_pid=$!
     pids+=($!)
     start_daemon 19445,7050,64 "$daemon"
+    cached_pid=$daemon_pid
+    start_daemon 19445,7050,64 "$nocache" 0
+    nocache_pid=$daemon_pid
     wait_ready "http://127.0.0.1:$ceil/"
     echo "== Baby size: 19,445 users x 7,050 items x 64, k = 20;" \
          "wrk -t$wrk_threads -c$conns, ${secs} s per run," \
          "http_threads=$threads"
-    echo "| run | server | req/s | p50 ms | p99 ms | server CPU us/req |"
-    echo "|---|---|---|---|---|---|"
+    echo "sgbd serve: the default answer cache; result_cache_mb=0: every" \
+         "request scored"
+    echo "| run | server | req/s | p50 ms | p99 ms | server CPU us/req |" \
+         "cache hits |"
+    echo "|---|---|---|---|---|---|---|"
     : >"$tools/ceil.txt"
     : >"$tools/daemon.txt"
+    : >"$tools/nocache.txt"
     for r in $(seq "$rounds"); do
         c=$(wrk_run "$ceil_pid" "http://127.0.0.1:$ceil/")
         echo "$c" >>"$tools/ceil.txt"
-        echo "| $r | mhd_ceiling | ${c// / | } |"
-        d=$(SBENCH_USERS=19445 wrk_run "$daemon_pid" \
+        echo "| $r | mhd_ceiling | ${c// / | } | |"
+        h0=$(cache_counts "$daemon")
+        d=$(SBENCH_USERS=19445 wrk_run "$cached_pid" \
             "http://127.0.0.1:$daemon/" "$here/users.lua")
+        h1=$(cache_counts "$daemon")
         echo "$d" >>"$tools/daemon.txt"
-        echo "| $r | sgbd serve | ${d// / | } |"
+        echo "| $r | sgbd serve | ${d// / | } |" \
+             "$(echo "$h0 $h1" | awk '{ n = $3 - $1 + $4 - $2;
+                 printf "%.1f %%", n ? 100 * ($3 - $1) / n : 0 }') |"
+        n=$(SBENCH_USERS=19445 wrk_run "$nocache_pid" \
+            "http://127.0.0.1:$nocache/" "$here/users.lua")
+        echo "$n" >>"$tools/nocache.txt"
+        echo "| $r | sgbd serve, result_cache_mb=0 | ${n// / | } | |"
     done
     c=$(cut -d' ' -f1 "$tools/ceil.txt" | median)
     d=$(cut -d' ' -f1 "$tools/daemon.txt" | median)
+    n=$(cut -d' ' -f1 "$tools/nocache.txt" | median)
     echo
-    echo "median req/s: ceiling $c, daemon $d, ratio" \
-         "$(awk -v a="$d" -v b="$c" 'BEGIN { printf "%.2f", a / b }')" \
+    echo "median req/s: ceiling $c, daemon $d (ratio" \
+         "$(awk -v a="$d" -v b="$c" 'BEGIN { printf "%.2f", a / b }')), no" \
+         "cache $n (ratio" \
+         "$(awk -v a="$n" -v b="$c" 'BEGIN { printf "%.2f", a / b }'))" \
          "(target >= 0.60 at p99 <= 5 ms)"
     cleanup
     pids=()

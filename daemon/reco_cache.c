@@ -1,0 +1,316 @@
+/*
+ * reco_cache.c - the answer cache of reco_cache.h.
+ *
+ * Layout: SHARDS shards, each a mutex, its stamp, and a table of
+ * n_sets sets of WAYS entry pointers. A key hashes to one shard (top
+ * bits) and one set (low bits). Entries are malloc'd: header, user id,
+ * body. One clock per shard keeps memory in bounds: when the shard's
+ * bytes would pass its budget, its hand walks the table, clearing read
+ * marks and freeing entries not read since it last passed them. A full
+ * set gives up its first unread entry the same way.
+ */
+#include "sgbd/reco_cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sgbd/err.h"
+
+#define SHARDS 64                   /* a power of two: HTTP threads rarely
+                                       meet on one lock */
+#define WAYS 4
+#define ENTRY_GUESS 1024            /* bytes of one k = 20 answer: sizes
+                                       the tables from the budget */
+
+struct entry {
+    uint64_t hash;
+    uint64_t user_writes;
+    uint32_t k, user_len;
+    size_t len;                     /* body bytes */
+    int read;                       /* since a clock last passed */
+    char data[];                    /* user id (user_len), body (len) */
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    struct sgbd_overlay_stamp stamp;
+    struct entry **slot;            /* (n_sets * WAYS) */
+    size_t hand;
+    uint64_t bytes, entries, hits, misses;
+};
+
+struct sgbd_reco_cache {
+    size_t n_sets;                  /* per shard, a power of two */
+    uint64_t budget;                /* bytes per shard */
+    uint64_t max_bytes;
+    struct shard shard[SHARDS];
+};
+
+static uint64_t key_hash(const struct sgbd_reco_key *key)
+{
+    const unsigned char *p = (const unsigned char *)key->user;
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, then a 64-bit finaliser
+                                           so the top bits mix too */
+
+    for (size_t i = 0; i < key->user_len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    h ^= (uint64_t)key->k * 0x9e3779b97f4a7c15ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
+}
+
+static int stamp_cmp(struct sgbd_overlay_stamp a, struct sgbd_overlay_stamp b)
+{
+    if (a.publications != b.publications)
+        return a.publications < b.publications ? -1 : 1;
+    if (a.item_writes != b.item_writes)
+        return a.item_writes < b.item_writes ? -1 : 1;
+    return 0;
+}
+
+static size_t entry_bytes(const struct entry *e)
+{
+    return sizeof(*e) + e->user_len + e->len;
+}
+
+static void drop(struct shard *s, size_t at)
+{
+    struct entry *e = s->slot[at];
+
+    if (!e)
+        return;
+    s->bytes -= entry_bytes(e);
+    s->entries--;
+    free(e);
+    s->slot[at] = NULL;
+}
+
+static void shard_clear(struct sgbd_reco_cache *c, struct shard *s)
+{
+    for (size_t at = 0; at < c->n_sets * WAYS; at++)
+        drop(s, at);
+}
+
+/* Lock the shard of key and bring its stamp up to the key's. Returns the
+ * shard, or NULL (nothing locked) when the key's view is older. */
+static struct shard *enter(struct sgbd_reco_cache *c,
+                           const struct sgbd_reco_key *key, uint64_t h)
+{
+    struct shard *s = &c->shard[h >> 58];
+    int cmp;
+
+    pthread_mutex_lock(&s->lock);
+    cmp = stamp_cmp(key->stamp, s->stamp);
+    if (cmp < 0) {
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+    }
+    if (cmp > 0) {
+        shard_clear(c, s);
+        s->stamp = key->stamp;
+    }
+    return s;
+}
+
+static int same_request(const struct entry *e, uint64_t h,
+                        const struct sgbd_reco_key *key)
+{
+    return e->hash == h && e->k == key->k && e->user_len == key->user_len &&
+           memcmp(e->data, key->user, key->user_len) == 0;
+}
+
+int sgbd_reco_cache_get(struct sgbd_reco_cache *c,
+                        const struct sgbd_reco_key *key, char **body,
+                        size_t *len)
+{
+    uint64_t h;
+    struct shard *s;
+    size_t set;
+    int rc = SGBD_E_NOTFOUND;
+
+    if (!c)
+        return SGBD_E_NOTFOUND;
+    h = key_hash(key);
+    if (!(s = enter(c, key, h)))
+        return SGBD_E_NOTFOUND;
+    set = (h & (c->n_sets - 1)) * WAYS;
+    for (size_t w = 0; w < WAYS; w++) {
+        struct entry *e = s->slot[set + w];
+
+        if (!e || !same_request(e, h, key))
+            continue;
+        if (e->user_writes != key->user_writes) {
+            drop(s, set + w);       /* the user wrote since: never again */
+            break;
+        }
+        *body = malloc(e->len + 1);
+        if (!*body) {
+            rc = -ENOMEM;
+            break;
+        }
+        memcpy(*body, e->data + e->user_len, e->len);
+        (*body)[e->len] = '\0';
+        *len = e->len;
+        e->read = 1;
+        rc = 0;
+        break;
+    }
+    if (rc == 0)
+        s->hits++;
+    else
+        s->misses++;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/*
+ * The way of set for key: its old entry, else a free way, else the first
+ * entry not read since the hand last passed it, else the first. Only the
+ * hand clears read marks, so an entry read between two of its turns
+ * stays however its set fills.
+ */
+static size_t victim(struct shard *s, size_t set, uint64_t h,
+                     const struct sgbd_reco_key *key)
+{
+    size_t free_way = WAYS, w;
+
+    for (w = 0; w < WAYS; w++) {
+        const struct entry *e = s->slot[set + w];
+
+        if (e && same_request(e, h, key))
+            return w;
+        if (!e && free_way == WAYS)
+            free_way = w;
+    }
+    if (free_way < WAYS)
+        return free_way;
+    for (w = 0; w < WAYS && s->slot[set + w]->read; w++)
+        ;
+    return w < WAYS ? w : 0;
+}
+
+/* Free entries the hand finds unread until need more bytes fit. */
+static void make_room(struct sgbd_reco_cache *c, struct shard *s,
+                      size_t need)
+{
+    size_t n = c->n_sets * WAYS;
+
+    /* Two turns: the first clears every read mark, the second frees. */
+    for (size_t step = 0; step < 2 * n && s->bytes + need > c->budget;
+         step++) {
+        struct entry *e = s->slot[s->hand];
+
+        if (e && e->read)
+            e->read = 0;
+        else if (e)
+            drop(s, s->hand);
+        s->hand = (s->hand + 1) & (n - 1);
+    }
+}
+
+void sgbd_reco_cache_put(struct sgbd_reco_cache *c,
+                         const struct sgbd_reco_key *key, const char *body,
+                         size_t len)
+{
+    size_t need = sizeof(struct entry) + key->user_len + len, set, at;
+    struct entry *e;
+    struct shard *s;
+    uint64_t h;
+
+    if (!c || need > c->budget || key->user_len > UINT32_MAX)
+        return;
+    h = key_hash(key);
+    if (!(s = enter(c, key, h)))
+        return;
+    set = (h & (c->n_sets - 1)) * WAYS;
+    at = set + victim(s, set, h, key);
+    drop(s, at);
+    make_room(c, s, need);
+    e = malloc(need);
+    if (e) {
+        e->hash = h;
+        e->user_writes = key->user_writes;
+        e->k = key->k;
+        e->user_len = (uint32_t)key->user_len;
+        e->len = len;
+        e->read = 0;
+        memcpy(e->data, key->user, key->user_len);
+        memcpy(e->data + key->user_len, body, len);
+        s->slot[at] = e;
+        s->bytes += need;
+        s->entries++;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+int sgbd_reco_cache_new(struct sgbd_reco_cache **out, size_t max_bytes)
+{
+    struct sgbd_reco_cache *c;
+    size_t sets = 1;
+    int k;
+
+    *out = NULL;
+    if (max_bytes == 0)
+        return 0;
+    if (!(c = calloc(1, sizeof(*c))))
+        return -ENOMEM;
+    c->max_bytes = max_bytes;
+    c->budget = max_bytes / SHARDS;
+    while (sets * WAYS * ENTRY_GUESS < c->budget)
+        sets *= 2;
+    c->n_sets = sets;
+    for (k = 0; k < SHARDS; k++) {
+        c->shard[k].slot = calloc(sets * WAYS, sizeof(struct entry *));
+        if (!c->shard[k].slot ||
+            pthread_mutex_init(&c->shard[k].lock, NULL) != 0) {
+            free(c->shard[k].slot);
+            break;
+        }
+    }
+    if (k < SHARDS) {
+        while (k-- > 0) {
+            pthread_mutex_destroy(&c->shard[k].lock);
+            free(c->shard[k].slot);
+        }
+        free(c);
+        return -ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+void sgbd_reco_cache_free(struct sgbd_reco_cache *c)
+{
+    if (!c)
+        return;
+    for (int k = 0; k < SHARDS; k++) {
+        shard_clear(c, &c->shard[k]);
+        pthread_mutex_destroy(&c->shard[k].lock);
+        free(c->shard[k].slot);
+    }
+    free(c);
+}
+
+void sgbd_reco_cache_stats(struct sgbd_reco_cache *c,
+                           struct sgbd_reco_cache_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!c)
+        return;
+    out->max_bytes = c->max_bytes;
+    for (int k = 0; k < SHARDS; k++) {
+        struct shard *s = &c->shard[k];
+
+        pthread_mutex_lock(&s->lock);
+        out->hits += s->hits;
+        out->misses += s->misses;
+        out->entries += s->entries;
+        out->bytes += s->bytes;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
