@@ -18,12 +18,15 @@
 # electronics: `sgbd serve --synthetic 192000,63000,64` under
 #   tests/bench/loadgen at a fixed $RATE requests/s (default 1000) for
 #   $SECONDS_EACH s: p50, p99, p99.9 from the time each request was due.
+#   loadgen draws the same users in every round, so the answer cache is
+#   off here ($CACHE_MB, default 0) and every request is scored.
 #
 # Environment: SGBD_BIN (default build/sgbd), HTTP_THREADS (the daemon's
 # [server] http_threads and the ceiling's pool, default 2), CONNS (16),
-# WRK_THREADS (1), SECONDS_EACH (10), RATE (1000), ROUNDS (3), PORT_BASE
-# (18500). Needs wrk, cc and pkg-config (libmicrohttpd); the C tools are
-# built next to the binary, in $(dirname SGBD_BIN)/bench.
+# WRK_THREADS (1), SECONDS_EACH (10), RATE (1000), ROUNDS (3), CACHE_MB
+# (electronics only, 0), PORT_BASE (18500). Needs wrk, cc and pkg-config
+# (libmicrohttpd); the C tools are built next to the binary, in
+# $(dirname SGBD_BIN)/bench.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -35,6 +38,7 @@ wrk_threads=${WRK_THREADS:-1}
 secs=${SECONDS_EACH:-10}
 rate=${RATE:-1000}
 rounds=${ROUNDS:-3}
+cache_mb=${CACHE_MB:-0}
 port=${PORT_BASE:-18500}
 tools=$(dirname "$bin")/bench
 
@@ -168,10 +172,10 @@ bench_baby() {
 
 bench_electronics() {
     local daemon=$((port + 2))
-    start_daemon 192000,63000,64 "$daemon"
+    start_daemon 192000,63000,64 "$daemon" "$cache_mb"
     echo "== Electronics size: 192,000 users x 63,000 items x 64, k = 20;" \
          "loadgen $rate req/s over $conns connections, ${secs} s," \
-         "http_threads=$threads"
+         "http_threads=$threads, result_cache_mb=$cache_mb"
     for r in $(seq "$rounds"); do
         local t0 t1
         t0=$(cpu_ticks "$daemon_pid")
