@@ -387,9 +387,13 @@ static void reco_free(struct reco_out *o)
 static int cacheable(const struct call *c, const struct excl_list *l,
                      size_t k, struct sgbd_reco_key *key)
 {
+    struct sgbd_overlay_stamp st;
+
     if (!c->api->cache || l->n > 0)
         return 0;
-    key->stamp = sgbd_overlay_stamp(c->view.ov);
+    st = sgbd_overlay_stamp(c->view.ov);
+    key->publication = st.publications;
+    key->item_writes = st.item_writes;
     key->user_writes =
         sgbd_overlay_user_writes(c->view.ov, c->id, c->id_len);
     key->user = c->id;
@@ -398,15 +402,63 @@ static int cacheable(const struct call *c, const struct excl_list *l,
     return 1;
 }
 
-static int reply_cached(struct call *c, const struct sgbd_reco_key *key)
+/*
+ * Whether the item edits made since answer a was scored leave it as it is
+ * for the user with vector q. An edit can change it only by touching one
+ * of its items, or by making an item visible that ranks above its last
+ * (ties: lower index first), or any visible item when a is short of k.
+ * The user's exclusions are not consulted: a seen item may retire an
+ * answer it would not have changed, which costs a scoring, never a wrong
+ * answer.
+ */
+static int answer_stands(const struct sgbd_view *v, const float *q,
+                         size_t k, const struct sgbd_reco_answer *a)
 {
-    char *body;
-    size_t len;
+    size_t n_ov = sgbd_overlay_n_items(v->ov), dim = v->snap->dim;
 
-    if (sgbd_reco_cache_get(c->api->cache, key, &body, &len) != 0)
+    for (size_t e = 0; e < n_ov; e++) {
+        const struct sgbd_overlay_item *it = sgbd_overlay_item_at(v->ov, e);
+        float sc, last;
+
+        if (it->write_no <= a->item_writes)
+            continue;
+        for (size_t j = 0; j < a->n; j++)
+            if (a->idx[j] == it->index)
+                return 0;
+        if (!it->vec || it->hidden)
+            continue;
+        if (a->n < k)
+            return 0;
+        sc = (float)dot(q, it->vec, dim); /* as merge_overlay scores it */
+        last = a->score[a->n - 1];
+        if (!(sc < last) && !(sc == last && it->index > a->idx[a->n - 1]))
+            return 0;               /* it would rank in (NaN: assume so) */
+    }
+    return 1;
+}
+
+/* Answer from the cache: 0, or -1 to score the request. */
+static int reply_cached(struct call *c, const struct sgbd_reco_key *key,
+                        size_t k)
+{
+    const struct sgbd_snapshot *s = c->view.snap;
+    struct sgbd_reco_answer a;
+    uint32_t u;
+
+    if (sgbd_reco_cache_get(c->api->cache, key, &a) != 0)
         return -1;
+    if (a.item_writes < key->item_writes) {
+        if (sgbd_snapshot_user_index(s, c->id, c->id_len, &u) != 0 ||
+            !answer_stands(&c->view, s->users + (size_t)u * s->dim, k,
+                           &a)) {
+            sgbd_reco_cache_overtaken(c->api->cache, key);
+            sgbd_reco_answer_free(&a);
+            return -1;
+        }
+        sgbd_reco_cache_renew(c->api->cache, key, &a);
+    }
     sgbd_metrics_http_batch(c->api->metrics, 1);
-    api_reply_json(c, 200, body, len);
+    api_reply_json(c, 200, a.body, a.len);  /* the block goes with it */
     return 0;
 }
 
@@ -427,7 +479,7 @@ void api_h_recommend(struct call *c)
     if (api_query_k(c, &k) != 0 || parse_exclude_query(c, &l) != 0)
         goto out;
     cache = cacheable(c, &l, k, &key);
-    if (cache && reply_cached(c, &key) == 0)
+    if (cache && reply_cached(c, &key, k) == 0)
         goto out;
     bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
     if (!bits || reco_alloc(&out, k) != 0) {
@@ -446,9 +498,11 @@ void api_h_recommend(struct call *c)
     api_reply(c, 200, &w);
     /* Unknown users are not kept: their popular items cost less to find
      * than to cache, and made-up ids would crowd real users out. */
-    if (cache && !out.fallback && c->resp->status == 200)
-        sgbd_reco_cache_put(c->api->cache, &key, c->resp->body,
-                            c->resp->len);
+    if (cache && !out.fallback && c->resp->status == 200) {
+        struct sgbd_reco_answer a = {c->resp->body, c->resp->len, out.idx,
+                                     out.score, out.n, 0};
+        sgbd_reco_cache_put(c->api->cache, &key, &a);
+    }
 out:
     reco_free(&out);
     free(bits);

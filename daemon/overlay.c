@@ -36,6 +36,7 @@ struct ov_item {
     char *id;
     size_t id_len;
     uint64_t seq;
+    uint64_t write_no;              /* ov->item_writes after its last edit */
     uint32_t index;
     int hidden;
     struct feat_blob *feat;         /* NULL: no features written */
@@ -450,6 +451,7 @@ static int item_for_write(struct sgbd_overlay *ov,
         e->index = old->index;
         e->hidden = old->hidden;
         e->seq = old->seq;
+        e->write_no = old->write_no;
         e->feat = old->feat;
         if (e->feat)
             atomic_fetch_add(&e->feat->refs, 1);
@@ -521,7 +523,7 @@ static int apply_edit(struct sgbd_overlay *ov,
     rc = item_for_write(ov, base, ed->item_id, &e);
     if (rc != 0)
         return rc;
-    ov->item_writes++;
+    e->write_no = ++ov->item_writes;
     e->seq = ed->seq;
     if (ed->op == SGBD_OVERLAY_DELETE_ITEM) {
         e->hidden = 1;
@@ -590,6 +592,7 @@ static void finish_item(const struct sgbd_snapshot *base, struct ov_item *e)
 {
     e->pub.id = e->id;
     e->pub.seq = e->seq;
+    e->pub.write_no = e->write_no;
     e->pub.index = e->index;
     e->pub.hidden = e->hidden;
     e->pub.vec = e->vec;

@@ -1,13 +1,14 @@
 /*
  * reco_cache.c - the answer cache of reco_cache.h.
  *
- * Layout: SHARDS shards, each a mutex, its stamp, and a table of
+ * Layout: SHARDS shards, each a mutex, its publication, and a table of
  * n_sets sets of WAYS entry pointers. A key hashes to one shard (top
- * bits) and one set (low bits). Entries are malloc'd: header, user id,
- * body. One clock per shard keeps memory in bounds: when the shard's
- * bytes would pass its budget, its hand walks the table, clearing read
- * marks and freeing entries not read since it last passed them. A full
- * set gives up its first unread entry the same way.
+ * bits) and one set (low bits). Entries are malloc'd: header, ranked
+ * items (indices, scores), user id, body. One clock per shard keeps
+ * memory in bounds: when the shard's bytes would pass its budget, its
+ * hand walks the table, clearing read marks and freeing entries not read
+ * since it last passed them. A full set gives up its first unread entry
+ * the same way.
  */
 #include "sgbd/reco_cache.h"
 
@@ -26,16 +27,16 @@
 
 struct entry {
     uint64_t hash;
-    uint64_t user_writes;
-    uint32_t k, user_len;
+    uint64_t user_writes, item_writes;
+    uint32_t k, user_len, n;
+    int read;                       /* since the hand last passed */
     size_t len;                     /* body bytes */
-    int read;                       /* since a clock last passed */
-    char data[];                    /* user id (user_len), body (len) */
+    uint32_t idx[];                 /* (n), then score (n), user id, body */
 };
 
 struct shard {
     pthread_mutex_t lock;
-    struct sgbd_overlay_stamp stamp;
+    uint64_t publication;
     struct entry **slot;            /* (n_sets * WAYS) */
     size_t hand;
     uint64_t bytes, entries, hits, misses;
@@ -64,18 +65,19 @@ static uint64_t key_hash(const struct sgbd_reco_key *key)
     return h ^ (h >> 33);
 }
 
-static int stamp_cmp(struct sgbd_overlay_stamp a, struct sgbd_overlay_stamp b)
+static float *entry_score(struct entry *e)
 {
-    if (a.publications != b.publications)
-        return a.publications < b.publications ? -1 : 1;
-    if (a.item_writes != b.item_writes)
-        return a.item_writes < b.item_writes ? -1 : 1;
-    return 0;
+    return (float *)(e->idx + e->n);
+}
+
+static char *entry_user(struct entry *e)
+{
+    return (char *)(e->idx + 2 * (size_t)e->n);
 }
 
 static size_t entry_bytes(const struct entry *e)
 {
-    return sizeof(*e) + e->user_len + e->len;
+    return sizeof(*e) + 8 * (size_t)e->n + e->user_len + e->len;
 }
 
 static void drop(struct shard *s, size_t at)
@@ -96,69 +98,89 @@ static void shard_clear(struct sgbd_reco_cache *c, struct shard *s)
         drop(s, at);
 }
 
-/* Lock the shard of key and bring its stamp up to the key's. Returns the
- * shard, or NULL (nothing locked) when the key's view is older. */
+/* Lock the shard of key and bring it up to the key's publication.
+ * Returns the shard, or NULL (nothing locked) when the key's is older. */
 static struct shard *enter(struct sgbd_reco_cache *c,
                            const struct sgbd_reco_key *key, uint64_t h)
 {
     struct shard *s = &c->shard[h >> 58];
-    int cmp;
 
     pthread_mutex_lock(&s->lock);
-    cmp = stamp_cmp(key->stamp, s->stamp);
-    if (cmp < 0) {
+    if (key->publication < s->publication) {
         pthread_mutex_unlock(&s->lock);
         return NULL;
     }
-    if (cmp > 0) {
+    if (key->publication > s->publication) {
         shard_clear(c, s);
-        s->stamp = key->stamp;
+        s->publication = key->publication;
     }
     return s;
 }
 
-static int same_request(const struct entry *e, uint64_t h,
+static int same_request(struct entry *e, uint64_t h,
                         const struct sgbd_reco_key *key)
 {
     return e->hash == h && e->k == key->k && e->user_len == key->user_len &&
-           memcmp(e->data, key->user, key->user_len) == 0;
+           memcmp(entry_user(e), key->user, key->user_len) == 0;
 }
 
-int sgbd_reco_cache_get(struct sgbd_reco_cache *c,
-                        const struct sgbd_reco_key *key, char **body,
-                        size_t *len)
+/* The entry of key in s, or NULL; a stale one (the user wrote since) is
+ * freed on the way, as it can never hit again. */
+static struct entry *find(struct sgbd_reco_cache *c, struct shard *s,
+                          const struct sgbd_reco_key *key, uint64_t h)
 {
-    uint64_t h;
-    struct shard *s;
-    size_t set;
-    int rc = SGBD_E_NOTFOUND;
+    size_t set = (h & (c->n_sets - 1)) * WAYS;
 
-    if (!c)
-        return SGBD_E_NOTFOUND;
-    h = key_hash(key);
-    if (!(s = enter(c, key, h)))
-        return SGBD_E_NOTFOUND;
-    set = (h & (c->n_sets - 1)) * WAYS;
     for (size_t w = 0; w < WAYS; w++) {
         struct entry *e = s->slot[set + w];
 
         if (!e || !same_request(e, h, key))
             continue;
         if (e->user_writes != key->user_writes) {
-            drop(s, set + w);       /* the user wrote since: never again */
-            break;
+            drop(s, set + w);
+            return NULL;
         }
-        *body = malloc(e->len + 1);
-        if (!*body) {
-            rc = -ENOMEM;
-            break;
+        return e;
+    }
+    return NULL;
+}
+
+int sgbd_reco_cache_get(struct sgbd_reco_cache *c,
+                        const struct sgbd_reco_key *key,
+                        struct sgbd_reco_answer *out)
+{
+    uint64_t h;
+    struct shard *s;
+    struct entry *e;
+    int rc = SGBD_E_NOTFOUND;
+
+    memset(out, 0, sizeof(*out));
+    if (!c)
+        return SGBD_E_NOTFOUND;
+    h = key_hash(key);
+    if (!(s = enter(c, key, h)))
+        return SGBD_E_NOTFOUND;
+    e = find(c, s, key, h);
+    if (e && e->item_writes <= key->item_writes) {
+        /* One block, the body first so that it can be freed (or handed
+         * on as a response) by itself: body, NUL, padding, idx, score. */
+        size_t at = (e->len + 1 + 3) & ~(size_t)3;
+        char *block = malloc(at + 8 * (size_t)e->n);
+
+        rc = -ENOMEM;
+        if (block) {
+            memcpy(block, entry_user(e) + e->user_len, e->len);
+            block[e->len] = '\0';
+            memcpy(block + at, e->idx, 8 * (size_t)e->n);
+            out->body = block;
+            out->len = e->len;
+            out->idx = (uint32_t *)(block + at);
+            out->score = (float *)(block + at) + e->n;
+            out->n = e->n;
+            out->item_writes = e->item_writes;
+            e->read = 1;
+            rc = 0;
         }
-        memcpy(*body, e->data + e->user_len, e->len);
-        (*body)[e->len] = '\0';
-        *len = e->len;
-        e->read = 1;
-        rc = 0;
-        break;
     }
     if (rc == 0)
         s->hits++;
@@ -166,6 +188,49 @@ int sgbd_reco_cache_get(struct sgbd_reco_cache *c,
         s->misses++;
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+void sgbd_reco_answer_free(struct sgbd_reco_answer *a)
+{
+    free(a->body);                  /* the one block get made */
+    memset(a, 0, sizeof(*a));
+}
+
+void sgbd_reco_cache_renew(struct sgbd_reco_cache *c,
+                           const struct sgbd_reco_key *key,
+                           const struct sgbd_reco_answer *got)
+{
+    uint64_t h;
+    struct shard *s;
+    struct entry *e;
+
+    if (!c)
+        return;
+    h = key_hash(key);
+    if (!(s = enter(c, key, h)))
+        return;
+    e = find(c, s, key, h);
+    if (e && e->item_writes == got->item_writes &&
+        key->item_writes > e->item_writes)
+        e->item_writes = key->item_writes;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void sgbd_reco_cache_overtaken(struct sgbd_reco_cache *c,
+                               const struct sgbd_reco_key *key)
+{
+    uint64_t h;
+    struct shard *s;
+
+    if (!c)
+        return;
+    h = key_hash(key);
+    if (!(s = enter(c, key, h)))
+        return;
+    if (s->hits > 0)
+        s->hits--;
+    s->misses++;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /*
@@ -180,7 +245,7 @@ static size_t victim(struct shard *s, size_t set, uint64_t h,
     size_t free_way = WAYS, w;
 
     for (w = 0; w < WAYS; w++) {
-        const struct entry *e = s->slot[set + w];
+        struct entry *e = s->slot[set + w];
 
         if (e && same_request(e, h, key))
             return w;
@@ -214,33 +279,40 @@ static void make_room(struct sgbd_reco_cache *c, struct shard *s,
 }
 
 void sgbd_reco_cache_put(struct sgbd_reco_cache *c,
-                         const struct sgbd_reco_key *key, const char *body,
-                         size_t len)
+                         const struct sgbd_reco_key *key,
+                         const struct sgbd_reco_answer *a)
 {
-    size_t need = sizeof(struct entry) + key->user_len + len, set, at;
+    size_t need, at;
     struct entry *e;
     struct shard *s;
     uint64_t h;
 
-    if (!c || need > c->budget || key->user_len > UINT32_MAX)
+    if (!c || key->user_len > UINT32_MAX || a->n > UINT32_MAX)
+        return;
+    need = sizeof(struct entry) + 8 * a->n + key->user_len + a->len;
+    if (need > c->budget)
         return;
     h = key_hash(key);
     if (!(s = enter(c, key, h)))
         return;
-    set = (h & (c->n_sets - 1)) * WAYS;
-    at = set + victim(s, set, h, key);
+    at = (h & (c->n_sets - 1)) * WAYS;
+    at += victim(s, at, h, key);
     drop(s, at);
     make_room(c, s, need);
     e = malloc(need);
     if (e) {
         e->hash = h;
         e->user_writes = key->user_writes;
+        e->item_writes = key->item_writes;
         e->k = key->k;
         e->user_len = (uint32_t)key->user_len;
-        e->len = len;
+        e->n = (uint32_t)a->n;
         e->read = 0;
-        memcpy(e->data, key->user, key->user_len);
-        memcpy(e->data + key->user_len, body, len);
+        e->len = a->len;
+        memcpy(e->idx, a->idx, 4 * a->n);
+        memcpy(entry_score(e), a->score, 4 * a->n);
+        memcpy(entry_user(e), key->user, key->user_len);
+        memcpy(entry_user(e) + key->user_len, a->body, a->len);
         s->slot[at] = e;
         s->bytes += need;
         s->entries++;

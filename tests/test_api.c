@@ -856,6 +856,7 @@ static void test_api_cached_answers_equal_scored_ones(void)
     struct sgbd_rng rng;
     uint64_t version = 1;
     int wrote_since[CU + 1][3] = {{0}}, hits = 0, hits_after_writes = 0;
+    int edited_since[CU + 1][3] = {{0}}, hits_after_edits = 0;
     int reads = 0;
     static const int ks[3] = {3, 10, 40};
 
@@ -893,7 +894,9 @@ static void test_api_cached_answers_equal_scored_ones(void)
             CHECK(!hit || (u < CU && op >= 5));
             hits += hit;
             hits_after_writes += hit && wrote_since[u][kk];
+            hits_after_edits += hit && edited_since[u][kk];
             wrote_since[u][kk] = 0;
+            edited_since[u][kk] = 0;
             reads++;
             continue;
         }
@@ -928,17 +931,106 @@ static void test_api_cached_answers_equal_scored_ones(void)
         }
         reply_free(&a);
         for (int w = 0; w <= CU; w++)
-            for (int x = 0; x < 3; x++)
+            for (int x = 0; x < 3; x++) {
                 wrote_since[w][x] = 1;
+                edited_since[w][x] |= op >= 85 && op < 95;
+            }
     }
     /* The walk used the cache, also across other users' writes. */
-    printf("  %d reads, %d from the cache, %d of them after a write\n",
-           reads, hits, hits_after_writes);
+    printf("  %d reads, %d from the cache, %d of them after a write, %d "
+           "after an item edit\n", reads, hits, hits_after_writes,
+           hits_after_edits);
     CHECK(hits > reads / 10);
     CHECK(hits_after_writes > 5);
+    CHECK(hits_after_edits > 5);
     CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"), hits);
     CHECK(metric(F.api, "sgbd_reco_cache_entries") > 0);
     sgbd_api_free(plain);
+    fx_teardown();
+}
+
+/* Item edits retire only the cached answers they change. */
+static void test_api_cache_follows_item_edits(void)
+{
+    struct reply r, first;
+    json_t *items;
+    const char *top, *fourth;
+    char t[64], b[160], top_id[32], fourth_id[32];
+    long hits;
+    double s[FC] = {0};
+
+    CHECK_INT(fx_setup(1, NULL, NULL), 0);
+    /* k = 100 takes every item u2 may get: an answer short of k. */
+    first = call("GET", "/v1/users/u2/recommendations?k=100", NULL, NULL,
+                 NULL);
+    CHECK_INT(first.status, 200);
+    CHECK(json_array_size(items_of(&first)) < 100);
+    hits = metric(F.api, "sgbd_reco_cache_hits_total");
+    r = call("GET", "/v1/users/u2/recommendations?k=100", NULL, NULL, NULL);
+    CHECK_STR(r.text, first.text);
+    CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"), hits + 1);
+    reply_free(&r);
+    /* a new item with the lowest score of all still joins a short answer */
+    for (int d = 0; d < FD; d++)
+        s[d % FC] += F.U[2][d];
+    snprintf(b, sizeof(b), "{\"features\": {\"image\": [%.3f, %.3f, "
+             "%.3f, %.3f]}}", s[0] > 0 ? -9.0 : 9.0, s[1] > 0 ? -9.0 : 9.0,
+             s[2] > 0 ? -9.0 : 9.0, s[3] > 0 ? -9.0 : 9.0);
+    r = call("PUT", "/v1/items/low", b, NULL, NULL);
+    CHECK_INT(r.status, 201);
+    reply_free(&r);
+    r = call("GET", "/v1/users/u2/recommendations?k=100", NULL, NULL, NULL);
+    CHECK(contains(items_of(&r), "low"));
+    items = items_of(&r);
+    CHECK_STR(json_string_value(json_object_get(
+                  json_array_get(items, json_array_size(items) - 1),
+                  "item_id")), "low");
+    reply_free(&r);
+    reply_free(&first);
+
+    /* k = 3: hiding an item outside the answer leaves it in the cache */
+    first = call("GET", "/v1/users/u2/recommendations?k=4", NULL, NULL,
+                 NULL);
+    items = items_of(&first);
+    top = json_string_value(json_object_get(json_array_get(items, 0),
+                                            "item_id"));
+    fourth = json_string_value(json_object_get(json_array_get(items, 3),
+                                               "item_id"));
+    snprintf(top_id, sizeof(top_id), "%s", top);
+    snprintf(fourth_id, sizeof(fourth_id), "%s", fourth);
+    reply_free(&first);
+    first = call("GET", "/v1/users/u2/recommendations?k=3", NULL, NULL,
+                 NULL);
+    r = call("DELETE", "/v1/items/low", NULL, NULL, NULL);
+    CHECK_INT(r.status, 200);
+    reply_free(&r);
+    hits = metric(F.api, "sgbd_reco_cache_hits_total");
+    r = call("GET", "/v1/users/u2/recommendations?k=3", NULL, NULL, NULL);
+    CHECK_STR(r.text, first.text);
+    CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"), hits + 1);
+    reply_free(&r);
+    /* hiding its best item retires it */
+    snprintf(t, sizeof(t), "/v1/items/%s", top_id);
+    r = call("DELETE", t, NULL, NULL, NULL);
+    CHECK_INT(r.status, 200);
+    reply_free(&r);
+    r = call("GET", "/v1/users/u2/recommendations?k=3", NULL, NULL, NULL);
+    CHECK(!contains(items_of(&r), top_id));
+    CHECK(contains(items_of(&r), fourth_id));   /* moved up into the 3 */
+    CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"), hits + 1);
+    reply_free(&r);
+    /* an item given a vector that ranks first enters */
+    snprintf(b, sizeof(b), "{\"features\": {\"image\": [%.3f, %.3f, "
+             "%.3f, %.3f]}}", s[0] > 0 ? 9.0 : -9.0, s[1] > 0 ? 9.0 : -9.0,
+             s[2] > 0 ? 9.0 : -9.0, s[3] > 0 ? 9.0 : -9.0);
+    r = call("PUT", "/v1/items/low", b, NULL, NULL);
+    CHECK_INT(r.status, 200);
+    reply_free(&r);
+    r = call("GET", "/v1/users/u2/recommendations?k=3", NULL, NULL, NULL);
+    CHECK_STR(json_string_value(json_object_get(
+                  json_array_get(items_of(&r), 0), "item_id")), "low");
+    reply_free(&r);
+    reply_free(&first);
     fx_teardown();
 }
 
@@ -958,5 +1050,6 @@ int main(void)
     RUN(test_api_no_model_then_ready);
     RUN(test_api_retrain_hooks_and_metrics);
     RUN(test_api_cached_answers_equal_scored_ones);
+    RUN(test_api_cache_follows_item_edits);
     return harness_finish();
 }

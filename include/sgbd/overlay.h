@@ -63,6 +63,7 @@ struct sgbd_overlay_edit {
 struct sgbd_overlay_item {
     const char *id;
     uint64_t seq;                   /* latest write */
+    uint64_t write_no;              /* the stamp's item_writes after it */
     uint32_t index;                 /* in the view's index space */
     int hidden;
     const float *vec;               /* (D) vector to score, NULL: none */
@@ -146,6 +147,8 @@ uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov);
  * publication (rebase) and every item edit moves the stamp; a user's
  * interactions move only that user's count. Rollbacks are publications
  * too, so the stamp moves forward even when the model version goes back.
+ * Within one publication, the items edited after a view with item_writes
+ * n are the entries whose write_no is above n.
  */
 struct sgbd_overlay_stamp {
     uint64_t publications;          /* rebases since the empty overlay */
