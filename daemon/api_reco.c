@@ -414,14 +414,14 @@ static int cacheable(const struct call *c, const struct excl_list *l,
 static int answer_stands(const struct sgbd_view *v, const float *q,
                          size_t k, const struct sgbd_reco_answer *a)
 {
-    size_t n_ov = sgbd_overlay_n_items(v->ov), dim = v->snap->dim;
+    const struct sgbd_overlay_item *const *edited;
+    size_t n = sgbd_overlay_edited_since(v->ov, a->item_writes, &edited);
+    size_t dim = v->snap->dim;
 
-    for (size_t e = 0; e < n_ov; e++) {
-        const struct sgbd_overlay_item *it = sgbd_overlay_item_at(v->ov, e);
+    for (size_t e = 0; e < n; e++) {
+        const struct sgbd_overlay_item *it = edited[e];
         float sc, last;
 
-        if (it->write_no <= a->item_writes)
-            continue;
         for (size_t j = 0; j < a->n; j++)
             if (a->idx[j] == it->index)
                 return 0;

@@ -84,6 +84,10 @@ struct sgbd_overlay {
     uint64_t last_seq;
     uint64_t publications;          /* rebases since the empty overlay */
     uint64_t item_writes;           /* item edits since then */
+    /* Entries edited since the base, by write_no ascending: readers find
+     * the edits after a given count without a pass over every entry. */
+    const struct sgbd_overlay_item **by_edit;
+    size_t n_edited;
 };
 
 /* ---- entries ---- */
@@ -290,6 +294,7 @@ void sgbd_overlay_unref(struct sgbd_overlay *ov)
     free(ov->user_tab.slot);
     free(ov->new_pos);
     free(ov->base_mask);
+    free(ov->by_edit);
     free(ov);
 }
 
@@ -650,6 +655,36 @@ static int overlay_finish(struct sgbd_overlay *ov,
     return 0;
 }
 
+static int cmp_write_no(const void *a, const void *b)
+{
+    uint64_t x = (*(const struct sgbd_overlay_item *const *)a)->write_no;
+    uint64_t y = (*(const struct sgbd_overlay_item *const *)b)->write_no;
+    return (x > y) - (x < y);
+}
+
+/* ov->by_edit: a copy of same's when no item was edited since it (the
+ * entries are shared then), else gathered and sorted anew. */
+static int index_edits(struct sgbd_overlay *ov,
+                       const struct sgbd_overlay *same)
+{
+    size_t n = same ? same->n_edited : ov->n_items;
+
+    ov->by_edit = malloc((n ? n : 1) * sizeof(*ov->by_edit));
+    if (!ov->by_edit)
+        return -ENOMEM;
+    if (same) {
+        if (n)
+            memcpy(ov->by_edit, same->by_edit, n * sizeof(*ov->by_edit));
+        ov->n_edited = n;
+        return 0;
+    }
+    for (size_t k = 0; k < ov->n_items; k++)
+        if (ov->items[k]->pub.write_no > 0)
+            ov->by_edit[ov->n_edited++] = &ov->items[k]->pub;
+    qsort(ov->by_edit, ov->n_edited, sizeof(*ov->by_edit), cmp_write_no);
+    return 0;
+}
+
 int sgbd_overlay_derive(struct sgbd_overlay **out,
                         const struct sgbd_overlay *old,
                         const struct sgbd_snapshot *base,
@@ -676,6 +711,9 @@ int sgbd_overlay_derive(struct sgbd_overlay **out,
     }
     if (rc == 0)
         rc = overlay_finish(ov, base, old->n_index);
+    if (rc == 0)
+        rc = index_edits(ov, ov->item_writes == old->item_writes ? old
+                                                                 : NULL);
     if (rc != 0) {
         sgbd_overlay_unref(ov);
         return rc;
@@ -805,6 +843,25 @@ uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov)
 struct sgbd_overlay_stamp sgbd_overlay_stamp(const struct sgbd_overlay *ov)
 {
     return (struct sgbd_overlay_stamp){ov->publications, ov->item_writes};
+}
+
+size_t sgbd_overlay_edited_since(const struct sgbd_overlay *ov, uint64_t n,
+                                 const struct sgbd_overlay_item *const **out)
+{
+    size_t lo = 0, hi = ov->n_edited;
+
+    *out = NULL;
+    if (hi == 0)
+        return 0;                   /* none since the base (by_edit NULL) */
+    while (lo < hi) {               /* the first entry edited after n */
+        size_t mid = lo + (hi - lo) / 2;
+        if (ov->by_edit[mid]->write_no <= n)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *out = ov->by_edit + lo;
+    return ov->n_edited - lo;
 }
 
 uint64_t sgbd_overlay_user_writes(const struct sgbd_overlay *ov,

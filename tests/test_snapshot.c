@@ -255,6 +255,73 @@ static void test_snapshot_rebase_keeps_only_unabsorbed(void)
     sgbd_snapshot_slot_free(slot);
 }
 
+/* The counters the answer cache keys on, and the index of edits. */
+static void test_snapshot_overlay_counts_and_orders_edits(void)
+{
+    float f[FAKE_DC] = {1, 0, 0, 0};
+    struct sgbd_item_features feat = {1, {{"image", FAKE_DC, f}}};
+    struct sgbd_overlay_edit ed[] = {
+        {SGBD_OVERLAY_PUT_ITEM, 2001, "i0", NULL, &feat},
+        {SGBD_OVERLAY_PUT_ITEM, 2002, "new1", NULL, &feat},
+        {SGBD_OVERLAY_DELETE_ITEM, 2003, "i0", NULL, NULL}, /* again */
+        {SGBD_OVERLAY_SEEN, 2004, "i2", "u0", NULL},
+        {SGBD_OVERLAY_SEEN, 2005, "i2", "u0", NULL},        /* repeated */
+        {SGBD_OVERLAY_SEEN, 2006, "i3", "u1", NULL},
+        {SGBD_OVERLAY_DELETE_ITEM, 2007, "i3", NULL, NULL},
+    };
+    const struct sgbd_overlay_item *const *edited;
+    struct sgbd_overlay_stamp st, st0;
+    struct sgbd_snapshot_slot *slot;
+    struct sgbd_view v;
+    size_t n;
+
+    CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(2, 3, 4, 4), 0), 0);
+    sgbd_snapshot_acquire(slot, &v);
+    st0 = sgbd_overlay_stamp(v.ov);
+    CHECK_INT(sgbd_overlay_edited_since(v.ov, 0, &edited), 0);
+    sgbd_snapshot_release(&v);
+
+    CHECK_INT(sgbd_snapshot_apply(slot, ed, 3), 0);     /* item edits */
+    CHECK_INT(sgbd_snapshot_apply(slot, ed + 3, 3), 0); /* interactions */
+    sgbd_snapshot_acquire(slot, &v);
+    st = sgbd_overlay_stamp(v.ov);
+    CHECK_INT(st.publications, st0.publications);
+    CHECK_INT(st.item_writes, st0.item_writes + 3);
+    CHECK_INT(sgbd_overlay_user_writes(v.ov, "u0", 2), 2);
+    CHECK_INT(sgbd_overlay_user_writes(v.ov, "u1", 2), 1);
+    CHECK_INT(sgbd_overlay_user_writes(v.ov, "u2", 2), 0);
+    /* i0 edited twice counts once, at its latest edit: after new1 */
+    n = sgbd_overlay_edited_since(v.ov, st0.item_writes, &edited);
+    CHECK_INT(n, 2);
+    CHECK_STR(edited[0]->id, "new1");
+    CHECK_STR(edited[1]->id, "i0");
+    CHECK(edited[1]->hidden);
+    CHECK_INT(edited[1]->write_no, st.item_writes);
+    CHECK_INT(sgbd_overlay_edited_since(v.ov, st.item_writes - 1, &edited),
+              1);
+    CHECK_INT(sgbd_overlay_edited_since(v.ov, st.item_writes, &edited), 0);
+    sgbd_snapshot_release(&v);
+
+    /* Interactions leave the index as it was; an item edit extends it. */
+    CHECK_INT(sgbd_snapshot_apply(slot, ed + 6, 1), 0);
+    sgbd_snapshot_acquire(slot, &v);
+    n = sgbd_overlay_edited_since(v.ov, st.item_writes, &edited);
+    CHECK_INT(n, 1);
+    CHECK_STR(edited[0]->id, "i3");
+    CHECK_INT(sgbd_overlay_edited_since(v.ov, st0.item_writes, &edited), 3);
+    sgbd_snapshot_release(&v);
+
+    /* A publication moves the stamp on and starts the index afresh, even
+     * for a lower model version (a rollback). */
+    CHECK_INT(sgbd_snapshot_publish(slot, make_versioned(1, 3, 4, 4), 1), 0);
+    sgbd_snapshot_acquire(slot, &v);
+    CHECK_INT(sgbd_overlay_stamp(v.ov).publications, st.publications + 1);
+    CHECK_INT(sgbd_overlay_edited_since(v.ov, 0, &edited), 0);
+    sgbd_snapshot_release(&v);
+    sgbd_snapshot_slot_free(slot);
+}
+
 static void test_snapshot_overlay_without_model_then_first_publish(void)
 {
     float f[FAKE_DC] = {0, 0, 0, 5};
@@ -682,6 +749,7 @@ int main(void)
     RUN(test_snapshot_publish_order_and_views);
     RUN(test_snapshot_overlay_immediate_effects);
     RUN(test_snapshot_rebase_keeps_only_unabsorbed);
+    RUN(test_snapshot_overlay_counts_and_orders_edits);
     RUN(test_snapshot_overlay_without_model_then_first_publish);
     RUN(test_snapshot_swap_under_concurrent_readers);
     RUN(test_snapshot_api_responses_consistent_under_swaps);

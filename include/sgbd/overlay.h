@@ -148,7 +148,7 @@ uint64_t sgbd_overlay_last_seq(const struct sgbd_overlay *ov);
  * interactions move only that user's count. Rollbacks are publications
  * too, so the stamp moves forward even when the model version goes back.
  * Within one publication, the items edited after a view with item_writes
- * n are the entries whose write_no is above n.
+ * n are the entries whose write_no is above n (sgbd_overlay_edited_since).
  */
 struct sgbd_overlay_stamp {
     uint64_t publications;          /* rebases since the empty overlay */
@@ -156,6 +156,14 @@ struct sgbd_overlay_stamp {
 };
 
 struct sgbd_overlay_stamp sgbd_overlay_stamp(const struct sgbd_overlay *ov);
+
+/*
+ * The entries edited after item edit number n of this publication (the
+ * stamp's item_writes of an earlier view), oldest edit first: *out
+ * (the count returned), in time proportional to their number.
+ */
+size_t sgbd_overlay_edited_since(const struct sgbd_overlay *ov, uint64_t n,
+                                 const struct sgbd_overlay_item *const **out);
 
 /* Interactions of user id (len bytes) since the base (0: none). */
 uint64_t sgbd_overlay_user_writes(const struct sgbd_overlay *ov,
