@@ -38,9 +38,3 @@ request = function()
   return wrk.format("GET", "/v1/users/u" .. math.random(0, users - 1) ..
                     "/recommendations?k=" .. k)
 end
-
--- Writes that failed would make the figures meaningless: count them
--- (wrk's summary, without a response callback that would slow it).
-done = function(summary, latency, requests)
-  io.write(string.format("non-2xx: %d\n", summary.errors.status))
-end

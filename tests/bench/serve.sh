@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # serve.sh - HTTP serving benchmarks of issue #5, side by side in one run.
 #
-#   tests/bench/serve.sh [baby|electronics|all]
+#   tests/bench/serve.sh [baby|electronics|churn|all]
 #
 # baby: `sgbd serve --synthetic 19445,7050,64` (the Baby size, D = 64)
 #   against tests/bench/mhd_ceiling (a minimal libmicrohttpd server with the
@@ -20,6 +20,9 @@
 #   $SECONDS_EACH s: p50, p99, p99.9 from the time each request was due.
 #   loadgen draws the same users in every round, so the answer cache is
 #   off here ($CACHE_MB, default 0) and every request is scored.
+# churn: the Baby size with a store, under tests/bench/mixed.lua (writes
+#   mixed into the reads), with the answer cache and without it, in
+#   alternation: what item edits and interactions cost the cache.
 #
 # Environment: SGBD_BIN (default build/sgbd), HTTP_THREADS (the daemon's
 # [server] http_threads and the ceiling's pool, default 2), CONNS (16),
@@ -98,8 +101,10 @@ wrk_run() {  # PID URL [LUA]
         /^ +99%/ { p99 = ms($2) }
         /requests in/ { n = $1 }
         /^Requests\/sec/ { rps = $2 }
-        END { printf "%.0f %.3f %.3f %.1f\n", rps, p50, p99,
-                     ticks * 1e6 / hz / n }'
+        /Non-2xx or 3xx responses/ { bad = $NF }
+        END { printf "%.0f %.3f %.3f %.1f%s\n", rps, p50, p99,
+                     ticks * 1e6 / hz / n,
+                     bad ? " (" bad " non-2xx!)" : "" }'
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -190,11 +195,59 @@ bench_electronics() {
     pids=()
 }
 
+bench_churn() {
+    local cached=$((port + 4)) plain=$((port + 5)) dir c_pid p_pid r
+    local out t0 t1 h0 h1 pid url
+    dir=$(mktemp -d /tmp/sgbd-churn.XXXXXX)
+    for spec in "$cached 64" "$plain 0"; do
+        set -- $spec
+        "$bin" serve --db "$dir/db$1" --listen "127.0.0.1:$1" \
+            --synthetic 19445,7050,64 --set retrain.enabled=false \
+            --set "server.http_threads=$threads" \
+            --set "server.result_cache_mb=$2" >/dev/null 2>&1 &
+        pids+=($!)
+        wait_ready "http://127.0.0.1:$1/readyz"
+    done
+    c_pid=${pids[-2]}
+    p_pid=${pids[-1]}
+    echo "== Storefront mix on the Baby size: tests/bench/mixed.lua (one" \
+         "interaction in 50 requests, one item edit in 500, the rest" \
+         "recommendations, k = 20), each write committed to a store;" \
+         "wrk -t$wrk_threads -c$conns, ${secs} s per run," \
+         "http_threads=$threads, no retrain (the overlay grows)"
+    echo "| run | server | req/s | p50 ms | p99 ms | server CPU us/req |" \
+         "cache hits | overlay items after |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for r in $(seq "$rounds"); do
+        for which in cached plain; do
+            if [ "$which" = cached ]; then
+                pid=$c_pid url="127.0.0.1:$cached"
+            else
+                pid=$p_pid url="127.0.0.1:$plain"
+            fi
+            h0=$(cache_counts "${url#*:}")
+            out=$(wrk_run "$pid" "http://$url/" "$here/mixed.lua")
+            h1=$(cache_counts "${url#*:}")
+            echo "| $r | $([ "$which" = cached ] && echo "sgbd serve" ||
+                  echo "sgbd serve, result_cache_mb=0") |" \
+                 "${out// / | } |" \
+                 "$(echo "$h0 $h1" | awk '{ n = $3 - $1 + $4 - $2;
+                     if (n) printf "%.1f %%", 100 * ($3 - $1) / n }') |" \
+                 "$(curl -sf "http://$url/metrics" |
+                    awk '/^sgbd_overlay_items / { print $2 }') |"
+        done
+    done
+    cleanup
+    pids=()
+    rm -rf "$dir"
+}
+
 machine
 case $what in
 baby) bench_baby ;;
 electronics) bench_electronics ;;
-all) bench_baby; echo; bench_electronics ;;
-*) echo "usage: serve.sh [baby|electronics|all]" >&2; exit 2 ;;
+churn) bench_churn ;;
+all) bench_baby; echo; bench_electronics; echo; bench_churn ;;
+*) echo "usage: serve.sh [baby|electronics|churn|all]" >&2; exit 2 ;;
 esac
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
