@@ -195,12 +195,25 @@ static int user_excludes(const struct user_excl *ex,
 
 /* ---- overlay candidates ---- */
 
+/*
+ * Inner product in double, summed in 8 independent lanes (d mod 8) and
+ * then lane by lane: one chain of D dependent adds would cost four
+ * cycles each, and every scored request takes one per overlay item.
+ * The order is fixed, so an item's score is the same wherever it is
+ * computed (merge_overlay, answer_stands).
+ */
 static double dot(const float *a, const float *b, size_t n)
 {
-    double acc = 0;
+    double lane[8] = {0}, acc = 0;
+    size_t d = 0;
 
-    for (size_t d = 0; d < n; d++)
-        acc += (double)a[d] * b[d];
+    for (; d + 8 <= n; d += 8)
+        for (int j = 0; j < 8; j++)
+            lane[j] += (double)a[d + j] * b[d + j];
+    for (; d < n; d++)
+        lane[d % 8] += (double)a[d] * b[d];
+    for (int j = 0; j < 8; j++)
+        acc += lane[j];
     return acc;
 }
 
@@ -234,15 +247,18 @@ static long merge_overlay(const struct sgbd_view *v, const float *q,
         const struct sgbd_overlay_item *it = sgbd_overlay_item_at(v->ov, e);
         float sc;
 
-        if (!it->vec || it->hidden || it->index == skip ||
-            (ex && user_excludes(ex, l, it->index)) ||
-            (!ex && has(l->idx, l->n, it->index)))
+        if (!it->vec || it->hidden || it->index == skip)
             continue;
         sc = (float)dot(q, it->vec, dim);
         if (cosine) {
             double norm = sqrt(dot(it->vec, it->vec, dim));
             sc = norm > 0 ? (float)(sc / norm) : 0.0f;
         }
+        if (sc < t.thr_score)
+            continue;               /* the selection would refuse it */
+        if ((ex && user_excludes(ex, l, it->index)) ||
+            (!ex && has(l->idx, l->n, it->index)))
+            continue;
         sgbd_topk_push(&t, &sc, 1, it->index, NULL);
     }
     n = sgbd_topk_finish(&t, idx, score);
