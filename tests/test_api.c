@@ -294,6 +294,100 @@ static void test_api_recommend_matches_brute_force(void)
     fx_teardown();
 }
 
+/* The answer with overlay items (new, rewritten, hidden, seen since) is
+ * the brute-force ranking of the catalogue as the writes left it. */
+static void test_api_overlay_items_rank_as_brute_force(void)
+{
+    enum { NEW = 30, ALL = FI + NEW };
+    float vec[ALL][FD];
+    int hidden[ALL] = {0}, seen[FU][ALL] = {{0}};
+    struct sgbd_rng rng;
+    char t[96], b[256];
+    struct reply r;
+
+    CHECK_INT(fx_setup(1, NULL, NULL), 0);
+    sgbd_rng_init(&rng, 5, 1);
+    memcpy(vec, F.V, sizeof(F.V));
+    for (int u = 0; u < FU; u++)
+        for (int j = 0; j < 3; j++)
+            seen[u][F.seen[3 * u + j]] = 1;
+    /* new items n0..n29 and new features for i0..i9: vec = 3 f[d % 4] */
+    for (int e = 0; e < NEW + 10; e++) {
+        int i = e < NEW ? FI + e : e - NEW;
+        float f[FC];
+
+        for (int c = 0; c < FC; c++)
+            f[c] = (float)(sgbd_rng_uniform(&rng) * 2 - 1);
+        for (int d = 0; d < FD; d++)
+            vec[i][d] = 3.0f * f[d % FC];
+        snprintf(t, sizeof(t), "/v1/items/%s%d", i >= FI ? "n" : "i",
+                 i >= FI ? i - FI : i);
+        snprintf(b, sizeof(b), "{\"features\": {\"image\": [%.9g, %.9g, "
+                 "%.9g, %.9g]}}", f[0], f[1], f[2], f[3]);
+        r = call("PUT", t, b, NULL, NULL);
+        CHECK(r.status == 200 || r.status == 201);
+        reply_free(&r);
+    }
+    /* hide some of each kind; u4..u7 see some new items */
+    for (int i = 0; i < ALL; i += 7) {
+        snprintf(t, sizeof(t), "/v1/items/%s%d", i >= FI ? "n" : "i",
+                 i >= FI ? i - FI : i);
+        r = call("DELETE", t, NULL, NULL, NULL);
+        CHECK_INT(r.status, 200);
+        reply_free(&r);
+        hidden[i] = 1;
+    }
+    for (int u = 4; u < 8; u++) {
+        int i = FI + 3 * u % NEW;
+        snprintf(b, sizeof(b), "{\"interactions\": [{\"user_id\": \"u%d\", "
+                 "\"item_id\": \"n%d\"}]}", u, i - FI);
+        r = call("POST", "/v1/interactions", b, NULL, NULL);
+        CHECK_INT(r.status, 200);
+        reply_free(&r);
+        seen[u][i] = 1;
+    }
+    for (int u = 0; u < 12; u++)
+        for (int ki = 0; ki < 3; ki++) {
+            static const int ks[3] = {1, 7, 60};
+            double sc[ALL];
+            int order[ALL], n = 0;
+            json_t *items;
+
+            for (int i = 0; i < ALL; i++)
+                if (!hidden[i] && !seen[u][i]) {
+                    sc[i] = ref_dot(F.U[u], vec[i]);
+                    order[n++] = i;
+                }
+            for (int a = 1; a < n; a++)     /* insertion sort, best first */
+                for (int c = a; c > 0 && sc[order[c]] > sc[order[c - 1]];
+                     c--) {
+                    int o = order[c];
+                    order[c] = order[c - 1];
+                    order[c - 1] = o;
+                }
+            snprintf(t, sizeof(t), "/v1/users/u%d/recommendations?k=%d", u,
+                     ks[ki]);
+            r = call("GET", t, NULL, NULL, NULL);
+            CHECK_INT(r.status, 200);
+            items = items_of(&r);
+            CHECK_INT(json_array_size(items),
+                      ks[ki] < n ? ks[ki] : n);
+            for (size_t j = 0; j < json_array_size(items); j++) {
+                json_t *it = json_array_get(items, j);
+                int i = order[j];
+
+                snprintf(b, sizeof(b), "%s%d", i >= FI ? "n" : "i",
+                         i >= FI ? i - FI : i);
+                CHECK_STR(json_string_value(json_object_get(it, "item_id")),
+                          b);
+                CHECK_NEAR(json_number_value(json_object_get(it, "score")),
+                           sc[i], 1e-4 * (1 + fabs(sc[i])));
+            }
+            reply_free(&r);
+        }
+    fx_teardown();
+}
+
 static void test_api_unknown_user_gets_popular_fallback(void)
 {
     struct reply r;
@@ -1037,6 +1131,7 @@ static void test_api_cache_follows_item_edits(void)
 int main(void)
 {
     RUN(test_api_recommend_matches_brute_force);
+    RUN(test_api_overlay_items_rank_as_brute_force);
     RUN(test_api_unknown_user_gets_popular_fallback);
     RUN(test_api_exclude_and_k_bounds);
     RUN(test_api_batch_equals_single_requests);
