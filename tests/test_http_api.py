@@ -191,10 +191,49 @@ def test_http_keep_alive_serves_many_requests():
         c.close()
 
 
+def cache_counts(d):
+    text = d.request("GET", "/metrics", route="/metrics").raw.decode()
+    got = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("sgbd_reco_cache_"):
+            got[name[len("sgbd_reco_cache_"):]] = float(value)
+    return got
+
+
+def test_http_answer_cache():
+    with Daemon() as d:
+        r1 = d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
+        before = cache_counts(d)
+        r2 = d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
+        after = cache_counts(d)
+        check(r2.raw == r1.raw, "a repeat gets the same bytes")
+        check(r2.headers["x-model-version"] == r1.headers["x-model-version"],
+              r2.headers)
+        check(after["hits_total"] == before["hits_total"] + 1, after)
+        check(after["entries"] >= 1 and after["bytes"] > len(r1.raw), after)
+        # The user's own interaction retires the answer at once ...
+        top = ids(r1)[0]
+        r = d.request("POST", "/v1/interactions", {"interactions": [
+            {"user_id": "u21", "item_id": top}]}, route="/v1/interactions")
+        check(r.status == 200, r)
+        r3 = d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
+        check(top not in ids(r3) and ids(r3)[:7] == ids(r1)[1:], r3)
+        # ... and deleting one of its items does too.
+        r = d.request("DELETE", "/v1/items/" + ids(r3)[0], route=ITEM)
+        check(r.status == 200, r)
+        r4 = d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
+        check(ids(r4)[:7] == ids(r3)[1:], r4)
+    with Daemon(args=["--set", "server.result_cache_mb=0"]) as d:
+        d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
+        check(cache_counts(d) == {}, "no cache metrics when it is off")
+
+
 if __name__ == "__main__":
     run([test_http_status_routes,
          test_http_recommendations_and_fallback,
          test_http_item_lifecycle,
          test_http_interactions_exclude_at_once,
          test_http_admin_routes_without_retrainer,
-         test_http_keep_alive_serves_many_requests])
+         test_http_keep_alive_serves_many_requests,
+         test_http_answer_cache])
