@@ -52,7 +52,7 @@ static const struct opt options[] = {
     {"server", "request_timeout_s", OPT_INT, F(request_timeout_s), "30", 1,
      3600, 0, "a whole request (headers and body) must arrive within this"},
     {"server", "result_cache_mb", OPT_INT64, F(result_cache_mb), "64", 0,
-     1048576, 0, "memory for finished recommendations kept for repeat "
+     65536, 0, "memory for finished recommendations kept for repeat "
      "requests (exact: any write that could change one retires it); 0: off"},
     {"server", "drain_timeout_s", OPT_INT, F(drain_timeout_s), "10", 0, 3600,
      1, "on SIGTERM, wait this long for requests in flight to finish"},

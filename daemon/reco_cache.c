@@ -19,8 +19,8 @@
 
 #include "sgbd/err.h"
 
-#define SHARDS 64                   /* a power of two: HTTP threads rarely
-                                       meet on one lock */
+#define SHARD_BITS 6
+#define SHARDS (1 << SHARD_BITS)    /* HTTP threads rarely meet on a lock */
 #define WAYS 4
 #define ENTRY_GUESS 1024            /* bytes of one k = 20 answer: sizes
                                        the tables from the budget */
@@ -103,7 +103,7 @@ static void shard_clear(struct sgbd_reco_cache *c, struct shard *s)
 static struct shard *enter(struct sgbd_reco_cache *c,
                            const struct sgbd_reco_key *key, uint64_t h)
 {
-    struct shard *s = &c->shard[h >> 58];
+    struct shard *s = &c->shard[h >> (64 - SHARD_BITS)];
 
     pthread_mutex_lock(&s->lock);
     if (key->publication < s->publication) {
