@@ -338,6 +338,7 @@ static void test_bench_serve_route_cost(void)
     double t0, route, engine;
 
     sgbd_config_defaults(&cfg);
+    cfg.result_cache_mb = 0;    /* every request scored */
     CHECK_INT(sgbd_serve_synthetic(&s, "19445,7050,64,3"), 0);
     CHECK_INT(sgbd_snapshot_slot_new(&slot), 0);
     o = (struct sgbd_api_opts){&cfg, NULL, slot, NULL};
