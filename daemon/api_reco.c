@@ -217,6 +217,19 @@ static double dot(const float *a, const float *b, size_t n)
     return acc;
 }
 
+/* An overlay item's score for query q: the inner product, or with
+ * cosine set (q of unit length) the cosine. */
+static float overlay_score(const float *q, const float *vec, size_t dim,
+                           int cosine)
+{
+    double norm;
+
+    if (!cosine)
+        return (float)dot(q, vec, dim);
+    norm = sqrt(dot(vec, vec, dim));
+    return norm > 0 ? (float)(dot(q, vec, dim) / norm) : 0.0f;
+}
+
 /*
  * Merge the overlay's recommendable items into the selection idx/score
  * (n of k, best first). cosine: score by cosine with q (unit) instead of
@@ -249,11 +262,7 @@ static long merge_overlay(const struct sgbd_view *v, const float *q,
 
         if (!it->vec || it->hidden || it->index == skip)
             continue;
-        sc = (float)dot(q, it->vec, dim);
-        if (cosine) {
-            double norm = sqrt(dot(it->vec, it->vec, dim));
-            sc = norm > 0 ? (float)(sc / norm) : 0.0f;
-        }
+        sc = overlay_score(q, it->vec, dim, cosine);
         if (sc < t.thr_score)
             continue;               /* the selection would refuse it */
         if ((ex && user_excludes(ex, l, it->index)) ||
@@ -397,11 +406,21 @@ static void reco_free(struct reco_out *o)
 
 /*
  * The answer cache (reco_cache.h) serves repeats of requests that exclude
- * nothing beyond the defaults: their answer is fixed by the user, k and
- * the view's counters, which the key holds.
+ * nothing beyond the defaults: a user's recommendations, fixed by the
+ * user, k and the view's counters, and an item's similar items, fixed by
+ * the item, k and the counters shared by all users.
  */
+enum { SPACE_USER, SPACE_ITEM };
+
+/* What a cached answer ranks against, for the check of item edits. */
+struct asked {
+    const float *q;                 /* (D) query; NULL: the user's row */
+    uint32_t self;                  /* the asked item, or UINT32_MAX */
+    int cosine;                     /* similar items */
+};
+
 static int cacheable(const struct call *c, const struct excl_list *l,
-                     size_t k, struct sgbd_reco_key *key)
+                     size_t k, uint32_t space, struct sgbd_reco_key *key)
 {
     struct sgbd_overlay_stamp st;
 
@@ -410,24 +429,27 @@ static int cacheable(const struct call *c, const struct excl_list *l,
     st = sgbd_overlay_stamp(c->view.ov);
     key->publication = st.publications;
     key->item_writes = st.item_writes;
-    key->user_writes =
-        sgbd_overlay_user_writes(c->view.ov, c->id, c->id_len);
+    key->user_writes = space == SPACE_USER ? sgbd_overlay_user_writes(
+                                                 c->view.ov, c->id,
+                                                 c->id_len)
+                                           : 0;
     key->user = c->id;
     key->user_len = c->id_len;
     key->k = (uint32_t)k;
+    key->space = space;
     return 1;
 }
 
 /*
- * Whether the item edits made since answer a was scored leave it as it is
- * for the user with vector q. An edit can change it only by touching one
- * of its items, or by making an item visible that ranks above its last
+ * Whether the item edits made since answer a was scored leave it as it is.
+ * An edit can change it only by touching the asked item or one of the
+ * answer's items, or by making an item visible that ranks above its last
  * (ties: lower index first), or any visible item when a is short of k.
  * The user's exclusions are not consulted: a seen item may retire an
  * answer it would not have changed, which costs a scoring, never a wrong
  * answer.
  */
-static int answer_stands(const struct sgbd_view *v, const float *q,
+static int answer_stands(const struct sgbd_view *v, const struct asked *ask,
                          size_t k, const struct sgbd_reco_answer *a)
 {
     const struct sgbd_overlay_item *const *edited;
@@ -438,6 +460,8 @@ static int answer_stands(const struct sgbd_view *v, const float *q,
         const struct sgbd_overlay_item *it = edited[e];
         float sc, last;
 
+        if (it->index == ask->self)
+            return 0;
         for (size_t j = 0; j < a->n; j++)
             if (a->idx[j] == it->index)
                 return 0;
@@ -445,7 +469,7 @@ static int answer_stands(const struct sgbd_view *v, const float *q,
             continue;
         if (a->n < k)
             return 0;
-        sc = (float)dot(q, it->vec, dim); /* as merge_overlay scores it */
+        sc = overlay_score(ask->q, it->vec, dim, ask->cosine);
         last = a->score[a->n - 1];
         if (!(sc < last) && !(sc == last && it->index > a->idx[a->n - 1]))
             return 0;               /* it would rank in (NaN: assume so) */
@@ -455,27 +479,40 @@ static int answer_stands(const struct sgbd_view *v, const float *q,
 
 /* Answer from the cache: 0, or -1 to score the request. */
 static int reply_cached(struct call *c, const struct sgbd_reco_key *key,
-                        size_t k)
+                        size_t k, const struct asked *ask)
 {
     const struct sgbd_snapshot *s = c->view.snap;
     struct sgbd_reco_answer a;
+    struct asked use = *ask;
     uint32_t u;
 
     if (sgbd_reco_cache_get(c->api->cache, key, &a) != 0)
         return -1;
     if (a.item_writes < key->item_writes) {
-        if (sgbd_snapshot_user_index(s, c->id, c->id_len, &u) != 0 ||
-            !answer_stands(&c->view, s->users + (size_t)u * s->dim, k,
-                           &a)) {
+        if (!use.q && sgbd_snapshot_user_index(s, c->id, c->id_len, &u) == 0)
+            use.q = s->users + (size_t)u * s->dim;
+        if (!use.q || !answer_stands(&c->view, &use, k, &a)) {
             sgbd_reco_cache_overtaken(c->api->cache, key);
             sgbd_reco_answer_free(&a);
             return -1;
         }
         sgbd_reco_cache_renew(c->api->cache, key, &a);
     }
-    sgbd_metrics_http_batch(c->api->metrics, 1);
+    if (key->space == SPACE_USER)
+        sgbd_metrics_http_batch(c->api->metrics, 1);
     api_reply_json(c, 200, a.body, a.len);  /* the block goes with it */
     return 0;
+}
+
+/* Keep the answer just sent for key. */
+static void keep_reply(struct call *c, const struct sgbd_reco_key *key,
+                       const uint32_t *idx, const float *score, size_t n)
+{
+    struct sgbd_reco_answer a = {c->resp->body, c->resp->len,
+                                 (uint32_t *)idx, (float *)score, n, 0};
+
+    if (c->resp->status == 200)
+        sgbd_reco_cache_put(c->api->cache, key, &a);
 }
 
 void api_h_recommend(struct call *c)
@@ -494,8 +531,9 @@ void api_h_recommend(struct call *c)
     }
     if (api_query_k(c, &k) != 0 || parse_exclude_query(c, &l) != 0)
         goto out;
-    cache = cacheable(c, &l, k, &key);
-    if (cache && reply_cached(c, &key, k) == 0)
+    cache = cacheable(c, &l, k, SPACE_USER, &key);
+    if (cache && reply_cached(c, &key, k,
+                              &(struct asked){NULL, UINT32_MAX, 0}) == 0)
         goto out;
     bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
     if (!bits || reco_alloc(&out, k) != 0) {
@@ -514,11 +552,8 @@ void api_h_recommend(struct call *c)
     api_reply(c, 200, &w);
     /* Unknown users are not kept: their popular items cost less to find
      * than to cache, and made-up ids would crowd real users out. */
-    if (cache && !out.fallback && c->resp->status == 200) {
-        struct sgbd_reco_answer a = {c->resp->body, c->resp->len, out.idx,
-                                     out.score, out.n, 0};
-        sgbd_reco_cache_put(c->api->cache, &key, &a);
-    }
+    if (cache && !out.fallback)
+        keep_reply(c, &key, out.idx, out.score, out.n);
 out:
     reco_free(&out);
     free(bits);
@@ -750,17 +785,22 @@ out:
 
 /* ---- similar items ---- */
 
-/* q (D) = vec / ||vec||; bits = base mask | exclude list | the item. */
-static void similar_inputs(const struct sgbd_view *v, const float *vec,
-                           uint32_t self, const struct excl_list *l,
-                           float *q, uint64_t *bits)
+/* q (D) = vec / ||vec|| (0 for a zero vector). */
+static void unit_query(const float *vec, size_t dim, float *q)
+{
+    double norm = sqrt(dot(vec, vec, dim));
+
+    for (size_t d = 0; d < dim; d++)
+        q[d] = norm > 0 ? (float)(vec[d] / norm) : 0.0f;
+}
+
+/* bits = base mask | exclude list | the item. */
+static void similar_inputs(const struct sgbd_view *v, uint32_t self,
+                           const struct excl_list *l, uint64_t *bits)
 {
     const struct sgbd_snapshot *s = v->snap;
     const uint64_t *mask = sgbd_overlay_base_mask(v->ov);
-    double norm = sqrt(dot(vec, vec, s->dim));
 
-    for (size_t d = 0; d < s->dim; d++)
-        q[d] = norm > 0 ? (float)(vec[d] / norm) : 0.0f;
     memcpy(bits, mask ? mask : s->hidden, base_words(v) * sizeof(uint64_t));
     for (size_t j = 0; j < l->n; j++)
         if (l->idx[j] < s->n_items)
@@ -794,10 +834,12 @@ void api_h_similar(struct call *c)
     struct reco_out out = {0};
     uint64_t *bits = NULL;
     float *q = NULL;
+    struct sgbd_reco_key key;
     struct sgbd_mat items;
     struct sgbd_json w;
     size_t k;
     long n;
+    int cache;
 
     if (!s) {
         api_fail(c, 503, "no_model", "no model has been published yet");
@@ -807,12 +849,21 @@ void api_h_similar(struct call *c)
         similar_item(c, &ref) != 0)
         goto out;
     q = malloc(s->dim * sizeof(float));
-    bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
-    if (!q || !bits || reco_alloc(&out, k) != 0) {
+    if (!q) {
         api_fail(c, 500, "internal", "out of memory");
         goto out;
     }
-    similar_inputs(&c->view, ref.vec, ref.index, &l, q, bits);
+    unit_query(ref.vec, s->dim, q);
+    cache = cacheable(c, &l, k, SPACE_ITEM, &key);
+    if (cache && reply_cached(c, &key, k,
+                              &(struct asked){q, ref.index, 1}) == 0)
+        goto out;
+    bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
+    if (!bits || reco_alloc(&out, k) != 0) {
+        api_fail(c, 500, "internal", "out of memory");
+        goto out;
+    }
+    similar_inputs(&c->view, ref.index, &l, bits);
     items = sgbd_mat_view(s->items_unit, s->n_items, s->dim);
     n = s->unit_screen.cols
             ? sgbd_topk_user_screened(q, items, &s->unit_screen, k, bits,
@@ -831,6 +882,8 @@ void api_h_similar(struct call *c)
     write_items(&w, &c->view, out.idx, out.score, (size_t)n);
     sgbd_json_end(&w);
     api_reply(c, 200, &w);
+    if (cache)
+        keep_reply(c, &key, out.idx, out.score, (size_t)n);
 out:
     reco_free(&out);
     free(bits);

@@ -271,10 +271,11 @@ static void render_retrain(struct text *t,
     counter(t, "sgbd_config_reload_failures_total", "SIGHUP reloads "
             "rejected (old settings kept).", (double)g->reload_failures_total);
     if (g->cache_max_bytes) {
-        counter(t, "sgbd_reco_cache_hits_total", "Recommendations answered "
-                "from the answer cache.", (double)g->cache_hits);
+        counter(t, "sgbd_reco_cache_hits_total", "Recommendations and "
+                "similar items answered from the answer cache.",
+                (double)g->cache_hits);
         counter(t, "sgbd_reco_cache_misses_total", "Cacheable "
-                "recommendations that were scored.", (double)g->cache_misses);
+                "requests that were scored.", (double)g->cache_misses);
         gauge(t, "sgbd_reco_cache_entries", "Answers held in the cache.",
               (double)g->cache_entries);
         gauge(t, "sgbd_reco_cache_bytes", "Bytes the cache holds (limit: "

@@ -28,7 +28,7 @@
 struct entry {
     uint64_t hash;
     uint64_t user_writes, item_writes;
-    uint32_t k, user_len, n;
+    uint32_t k, space, user_len, n;
     int read;                       /* since the hand last passed */
     size_t len;                     /* body bytes */
     uint32_t idx[];                 /* (n), then score (n), user id, body */
@@ -57,7 +57,7 @@ static uint64_t key_hash(const struct sgbd_reco_key *key)
 
     for (size_t i = 0; i < key->user_len; i++)
         h = (h ^ p[i]) * 0x100000001b3ULL;
-    h ^= (uint64_t)key->k * 0x9e3779b97f4a7c15ULL;
+    h ^= ((uint64_t)key->space << 32 | key->k) * 0x9e3779b97f4a7c15ULL;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
     h ^= h >> 33;
@@ -120,7 +120,8 @@ static struct shard *enter(struct sgbd_reco_cache *c,
 static int same_request(struct entry *e, uint64_t h,
                         const struct sgbd_reco_key *key)
 {
-    return e->hash == h && e->k == key->k && e->user_len == key->user_len &&
+    return e->hash == h && e->k == key->k && e->space == key->space &&
+           e->user_len == key->user_len &&
            memcmp(entry_user(e), key->user, key->user_len) == 0;
 }
 
@@ -305,6 +306,7 @@ void sgbd_reco_cache_put(struct sgbd_reco_cache *c,
         e->user_writes = key->user_writes;
         e->item_writes = key->item_writes;
         e->k = key->k;
+        e->space = key->space;
         e->user_len = (uint32_t)key->user_len;
         e->n = (uint32_t)a->n;
         e->read = 0;

@@ -511,6 +511,45 @@ static void test_api_similar_items_by_cosine(void)
     CHECK_INT(r.status, 404);
     CHECK_STR(err_code(&r), "item_not_found");
     reply_free(&r);
+
+    /* A new item is ranked by cosine too: with features along i5's own
+     * direction (vec = 3 f[d % 4], so f = the mean of i5 over d mod 4
+     * gives a vector close to it), it comes first, scored by its cosine. */
+    {
+        double f[FC] = {0}, vec[FD], c, nv = 0;
+        char b[160];
+
+        for (int d = 0; d < FD; d++)
+            f[d % FC] += F.V[5][d] / (FD / FC);
+        for (int d = 0; d < FD; d++) {
+            vec[d] = 3.0 * (float)f[d % FC];
+            nv += vec[d] * vec[d];
+        }
+        c = 0;
+        for (int d = 0; d < FD; d++)
+            c += F.V[5][d] * vec[d];
+        c /= na * sqrt(nv);
+        snprintf(b, sizeof(b), "{\"features\": {\"image\": [%.9g, %.9g, "
+                 "%.9g, %.9g]}}", (float)f[0], (float)f[1], (float)f[2],
+                 (float)f[3]);
+        r = call("PUT", "/v1/items/twin", b, NULL, NULL);
+        CHECK_INT(r.status, 201);
+        reply_free(&r);
+        r = call("GET", "/v1/items/i5/similar?k=3", NULL, NULL, NULL);
+        CHECK_INT(r.status, 200);
+        if (c > best_cos) {
+            json_t *top = json_array_get(items_of(&r), 0);
+            CHECK_STR(json_string_value(json_object_get(top, "item_id")),
+                      "twin");
+            CHECK_NEAR(json_number_value(json_object_get(top, "score")), c,
+                       1e-4);
+        } else {
+            CHECK(contains(items_of(&r), "twin") ==
+                  (c > json_number_value(json_object_get(
+                           json_array_get(items_of(&r), 2), "score"))));
+        }
+        reply_free(&r);
+    }
     fx_teardown();
 }
 
@@ -951,6 +990,7 @@ static void test_api_cached_answers_equal_scored_ones(void)
     uint64_t version = 1;
     int wrote_since[CU + 1][3] = {{0}}, hits = 0, hits_after_writes = 0;
     int edited_since[CU + 1][3] = {{0}}, hits_after_edits = 0;
+    int similar_reads = 0, similar_hits = 0;
     int reads = 0;
     static const int ks[3] = {3, 10, 40};
 
@@ -992,6 +1032,20 @@ static void test_api_cached_answers_equal_scored_ones(void)
             wrote_since[u][kk] = 0;
             edited_since[u][kk] = 0;
             reads++;
+            if (op % 2)
+                continue;
+            /* and an item's similar items (404 and 409 alike) */
+            before = metric(F.api, "sgbd_reco_cache_hits_total");
+            snprintf(t, sizeof(t), "/v1/items/%s%d/similar?k=%d",
+                     i < FI ? "i" : "new", i < FI ? i % 10 : i, ks[kk]);
+            a = call_on(F.api, "GET", t, NULL, NULL, NULL);
+            p = call_on(plain, "GET", t, NULL, NULL, NULL);
+            hit = metric(F.api, "sgbd_reco_cache_hits_total") > before;
+            CHECK_INT(a.status, p.status);
+            CHECK_STR(a.text, p.text);
+            CHECK(!hit || a.status == 200);
+            similar_hits += hit;
+            similar_reads++;
             continue;
         }
         if (op < 85) {              /* one user's interaction */
@@ -1037,7 +1091,11 @@ static void test_api_cached_answers_equal_scored_ones(void)
     CHECK(hits > reads / 10);
     CHECK(hits_after_writes > 5);
     CHECK(hits_after_edits > 5);
-    CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"), hits);
+    printf("  %d similar-items reads, %d from the cache\n", similar_reads,
+           similar_hits);
+    CHECK(similar_hits > 10);
+    CHECK_INT(metric(F.api, "sgbd_reco_cache_hits_total"),
+              hits + similar_hits);
     CHECK(metric(F.api, "sgbd_reco_cache_entries") > 0);
     sgbd_api_free(plain);
     fx_teardown();

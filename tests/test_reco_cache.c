@@ -24,6 +24,7 @@ static struct sgbd_reco_key key_of(char *buf, size_t n, int u, uint32_t k,
     key.user = buf;
     key.user_len = strlen(buf);
     key.k = k;
+    key.space = 0;
     return key;
 }
 
@@ -132,6 +133,9 @@ static void test_reco_cache_hit_needs_every_part_of_the_key(void)
     other = key_of(id2, sizeof(id2), 7, 20, 3, 5, 2);
     other.user_len = 1;                                 /* a prefix: "u" */
     CHECK(misses(c, &other));
+    other = key_of(id2, sizeof(id2), 7, 20, 3, 5, 2);
+    other.space = 1;                        /* an item of the same name */
+    CHECK(misses(c, &other));
     other = key_of(id2, sizeof(id2), 7, 20, 3, 4, 2);   /* an older view */
     CHECK(misses(c, &other));
     CHECK(hit_is(c, &key, a, 5));                       /* still there */
@@ -143,7 +147,7 @@ static void test_reco_cache_hit_needs_every_part_of_the_key(void)
     CHECK_INT(st.entries, 0);
     CHECK_INT(st.bytes, 0);
     CHECK_INT(st.hits, 3);
-    CHECK_INT(st.misses, 7);
+    CHECK_INT(st.misses, 8);
     sgbd_reco_cache_free(c);
 }
 

@@ -1,10 +1,11 @@
 /*
  * reco_cache.h - finished recommendation answers, kept for repeat requests.
  *
- * A storefront asks for the same user's recommendations on every page
- * view, and the answer only changes when a write or a publication can
- * change it. The cache keeps each personalised answer (its body and its
- * ranked items) under the user id and k, with the counters of the view it
+ * A storefront asks for the same user's recommendations, and the same
+ * product's similar items, on every page view, and the answer only
+ * changes when a write or a publication can change it. The cache keeps
+ * each answer (its body and its ranked items) under the id it was asked
+ * for and k, with the counters of the view it
  * was scored on (overlay.h: publications, item edits, the user's
  * interactions). A lookup misses unless the publication and the user's
  * interactions are the same; item edits since the answer are the caller's
@@ -32,10 +33,13 @@ struct sgbd_reco_cache;
 struct sgbd_reco_key {
     uint64_t publication;           /* the view's stamp.publications */
     uint64_t item_writes;           /* the view's stamp.item_writes */
-    uint64_t user_writes;           /* sgbd_overlay_user_writes */
+    uint64_t user_writes;           /* sgbd_overlay_user_writes, or 0 */
     const char *user;               /* external id, user_len bytes */
     size_t user_len;
     uint32_t k;
+    uint32_t space;                 /* what the id names (a user, an item
+                                       for similar items): keys of two
+                                       spaces never meet */
 };
 
 /* One answer: the response body and the items it ranks. */
