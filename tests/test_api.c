@@ -1044,6 +1044,8 @@ static void test_api_cached_answers_equal_scored_ones(void)
             CHECK_INT(a.status, p.status);
             CHECK_STR(a.text, p.text);
             CHECK(!hit || a.status == 200);
+            reply_free(&a);
+            reply_free(&p);
             similar_hits += hit;
             similar_reads++;
             continue;
