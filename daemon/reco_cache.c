@@ -98,12 +98,18 @@ static void shard_clear(struct sgbd_reco_cache *c, struct shard *s)
         drop(s, at);
 }
 
-/* Lock the shard of key and bring it up to the key's publication.
- * Returns the shard, or NULL (nothing locked) when the key's is older. */
+/* Lock the shard of key (*h: its hash) and bring it up to the key's
+ * publication. Returns the shard, or NULL (nothing locked) when the
+ * cache is off or the key's publication is older than the shard's. */
 static struct shard *enter(struct sgbd_reco_cache *c,
-                           const struct sgbd_reco_key *key, uint64_t h)
+                           const struct sgbd_reco_key *key, uint64_t *h)
 {
-    struct shard *s = &c->shard[h >> (64 - SHARD_BITS)];
+    struct shard *s;
+
+    if (!c)
+        return NULL;
+    *h = key_hash(key);
+    s = &c->shard[*h >> (64 - SHARD_BITS)];
 
     pthread_mutex_lock(&s->lock);
     if (key->publication < s->publication) {
@@ -156,10 +162,7 @@ int sgbd_reco_cache_get(struct sgbd_reco_cache *c,
     int rc = SGBD_E_NOTFOUND;
 
     memset(out, 0, sizeof(*out));
-    if (!c)
-        return SGBD_E_NOTFOUND;
-    h = key_hash(key);
-    if (!(s = enter(c, key, h)))
+    if (!(s = enter(c, key, &h)))
         return SGBD_E_NOTFOUND;
     e = find(c, s, key, h);
     if (e && e->item_writes <= key->item_writes) {
@@ -205,10 +208,7 @@ void sgbd_reco_cache_renew(struct sgbd_reco_cache *c,
     struct shard *s;
     struct entry *e;
 
-    if (!c)
-        return;
-    h = key_hash(key);
-    if (!(s = enter(c, key, h)))
+    if (!(s = enter(c, key, &h)))
         return;
     e = find(c, s, key, h);
     if (e && e->item_writes == got->item_writes &&
@@ -223,10 +223,7 @@ void sgbd_reco_cache_overtaken(struct sgbd_reco_cache *c,
     uint64_t h;
     struct shard *s;
 
-    if (!c)
-        return;
-    h = key_hash(key);
-    if (!(s = enter(c, key, h)))
+    if (!(s = enter(c, key, &h)))
         return;
     if (s->hits > 0)
         s->hits--;
@@ -291,10 +288,7 @@ void sgbd_reco_cache_put(struct sgbd_reco_cache *c,
     if (!c || key->user_len > UINT32_MAX || a->n > UINT32_MAX)
         return;
     need = sizeof(struct entry) + 8 * a->n + key->user_len + a->len;
-    if (need > c->budget)
-        return;
-    h = key_hash(key);
-    if (!(s = enter(c, key, h)))
+    if (need > c->budget || !(s = enter(c, key, &h)))
         return;
     at = (h & (c->n_sets - 1)) * WAYS;
     at += victim(s, at, h, key);
