@@ -139,11 +139,31 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Whether s (n bytes) goes into a JSON string as it is: printable ASCII
+ * but the quote and the backslash, as ids and keys nearly always are. */
+static int plain_ascii(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
 static void put_escaped(struct sgbd_json *w, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, run = 0;
 
+    if (plain_ascii(s, n)) {        /* one copy, quotes and all */
+        if (reserve(w, n + 2) != 0)
+            return;
+        w->buf[w->len] = '"';
+        memcpy(w->buf + w->len + 1, str, n);
+        w->buf[w->len + n + 1] = '"';
+        w->len += n + 2;
+        w->buf[w->len] = '\0';
+        return;
+    }
     put(w, "\"", 1);
     while (i < n) {
         unsigned char c = s[i];
