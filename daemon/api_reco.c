@@ -506,10 +506,10 @@ static int reply_cached(struct call *c, const struct sgbd_reco_key *key,
 
 /* Keep the answer just sent for key. */
 static void keep_reply(struct call *c, const struct sgbd_reco_key *key,
-                       const uint32_t *idx, const float *score, size_t n)
+                       uint32_t *idx, float *score, size_t n)
 {
-    struct sgbd_reco_answer a = {c->resp->body, c->resp->len,
-                                 (uint32_t *)idx, (float *)score, n, 0};
+    struct sgbd_reco_answer a = {c->resp->body, c->resp->len, idx, score, n,
+                                 0};
 
     if (c->resp->status == 200)
         sgbd_reco_cache_put(c->api->cache, key, &a);
