@@ -243,6 +243,13 @@ class Ledger:
         with self.lock:
             return self.items.get(item_id)
 
+    def surely_hidden(self, item_id):
+        """Whether the last acknowledged write hid item_id, with no write
+        sent after it left without an answer."""
+        with self.lock:
+            st = self.items.get(item_id)
+            return st is not None and st[2] and not self.unsure.get(item_id)
+
 
 def item_state(features, attributes, hidden=False):
     """A hashable state: ((channel, (floats)), ...), attrs JSON, hidden."""
@@ -260,7 +267,8 @@ def state_of_answer(doc):
 
 OPS = (("reco", 30), ("batch", 8), ("similar", 7), ("item_get", 5),
        ("put_new", 12), ("put_update", 8), ("delete", 4),
-       ("interactions", 20), ("model", 2), ("metrics", 1))
+       ("interactions", 20), ("seen_probe", 5), ("model", 2),
+       ("metrics", 1))
 
 _ts_counter = itertools.count()
 _ts_lock = threading.Lock()
@@ -313,6 +321,7 @@ class Worker(threading.Thread):
         self.t0 = t0 if t0 is not None else time.monotonic()
         self.own_items = []           # ids created (acknowledged)
         self.own_users = []
+        self.seen = collections.defaultdict(set)  # acknowledged events
         self.max_items, self.max_users = max_items, max_users
         self.n_items = 0
         ops = [o for o in OPS if not write_only or o[0] in
@@ -370,7 +379,16 @@ class Worker(threading.Thread):
     # -- reads --
 
     def op_reco(self, client):
-        client.recommend(self.user(), k=10)
+        # A write acknowledged is in effect for every later request: an
+        # item this worker saw the user take, or hid, is never offered.
+        user = self.user()
+        got = [x["item_id"] for x in client.recommend(user, k=10)["items"]]
+        seen = [i for i in got if i in self.seen.get(user, ())]
+        hidden = [i for i in got if i.startswith("w%d-" % self.wid) and
+                  self.ledger.surely_hidden(i)]
+        if seen or hidden:
+            raise RuntimeError("user %s was offered items seen %s, hidden "
+                               "%s" % (user, seen, hidden))
 
     def op_batch(self, client):
         users = [self.user() for _ in range(20)]
@@ -443,6 +461,27 @@ class Worker(threading.Thread):
             raise
         self.ledger.item_answered(iid, state, True)
 
+    def op_seen_probe(self, client):
+        # The user's best item, taken: gone from the very next answer,
+        # whatever the cache held a moment ago or a retrain publishes.
+        user = self.rng.choice(self.cat.users)
+        first = client.recommend(user, k=10)["items"]
+        if not first:
+            return
+        ev = [(user, first[0]["item_id"], next_timestamp())]
+        self.ledger.events_sent(ev)
+        try:
+            client.post_interactions(ev)
+        except sc.APIError:
+            self.ledger.events_answered(ev, False)
+            raise
+        self.ledger.events_answered(ev, True)
+        self.seen[user].add(ev[0][1])
+        again = [x["item_id"] for x in client.recommend(user, k=10)["items"]]
+        if ev[0][1] in again:
+            raise RuntimeError("user %s was offered %s right after taking "
+                               "it" % (user, ev[0][1]))
+
     def op_interactions(self, client):
         n = self.rng.randint(1, 10)
         evs = []
@@ -467,6 +506,8 @@ class Worker(threading.Thread):
             self.ledger.events_answered(evs, False)
             raise
         self.ledger.events_answered(evs, True)
+        for user, item, _ in evs:
+            self.seen[user].add(item)
 
 
 # ---- verification ----
