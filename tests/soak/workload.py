@@ -469,14 +469,7 @@ class Worker(threading.Thread):
         if not first:
             return
         ev = [(user, first[0]["item_id"], next_timestamp())]
-        self.ledger.events_sent(ev)
-        try:
-            client.post_interactions(ev)
-        except sc.APIError:
-            self.ledger.events_answered(ev, False)
-            raise
-        self.ledger.events_answered(ev, True)
-        self.seen[user].add(ev[0][1])
+        self.post_events(client, ev)
         again = [x["item_id"] for x in client.recommend(user, k=10)["items"]]
         if ev[0][1] in again:
             raise RuntimeError("user %s was offered %s right after taking "
@@ -499,6 +492,10 @@ class Worker(threading.Thread):
             else:
                 item = self.catalogue_item()
             evs.append((user, item, next_timestamp()))
+        self.post_events(client, evs)
+
+    def post_events(self, client, evs):
+        """Post evs, with the ledger and the worker's seen sets told."""
         self.ledger.events_sent(evs)
         try:
             client.post_interactions(evs)
