@@ -419,24 +419,29 @@ struct asked {
     int cosine;                     /* similar items */
 };
 
+/* The key of id's answer at k on the call's view. */
+static void cache_key(const struct call *c, const char *id, size_t len,
+                      size_t k, uint32_t space, struct sgbd_reco_key *key)
+{
+    struct sgbd_overlay_stamp st = sgbd_overlay_stamp(c->view.ov);
+
+    key->publication = st.publications;
+    key->item_writes = st.item_writes;
+    key->user_writes = space == SPACE_USER
+                           ? sgbd_overlay_user_writes(c->view.ov, id, len)
+                           : 0;
+    key->user = id;
+    key->user_len = len;
+    key->k = (uint32_t)k;
+    key->space = space;
+}
+
 static int cacheable(const struct call *c, const struct excl_list *l,
                      size_t k, uint32_t space, struct sgbd_reco_key *key)
 {
-    struct sgbd_overlay_stamp st;
-
     if (!c->api->cache || l->n > 0)
         return 0;
-    st = sgbd_overlay_stamp(c->view.ov);
-    key->publication = st.publications;
-    key->item_writes = st.item_writes;
-    key->user_writes = space == SPACE_USER ? sgbd_overlay_user_writes(
-                                                 c->view.ov, c->id,
-                                                 c->id_len)
-                                           : 0;
-    key->user = c->id;
-    key->user_len = c->id_len;
-    key->k = (uint32_t)k;
-    key->space = space;
+    cache_key(c, c->id, c->id_len, k, space, key);
     return 1;
 }
 
@@ -477,27 +482,40 @@ static int answer_stands(const struct sgbd_view *v, const struct asked *ask,
     return 1;
 }
 
+/* The cached answer for key if it still stands (renewed then): 0 and *a,
+ * or -1 (a miss, or overtaken by item edits) to score the request. */
+static int cached_answer(struct call *c, const struct sgbd_reco_key *key,
+                         size_t k, const struct asked *ask,
+                         struct sgbd_reco_answer *a)
+{
+    const struct sgbd_snapshot *s = c->view.snap;
+    struct asked use = *ask;
+    uint32_t u;
+
+    if (sgbd_reco_cache_get(c->api->cache, key, a) != 0)
+        return -1;
+    if (a->item_writes < key->item_writes) {
+        if (!use.q && sgbd_snapshot_user_index(s, key->user, key->user_len,
+                                               &u) == 0)
+            use.q = s->users + (size_t)u * s->dim;
+        if (!use.q || !answer_stands(&c->view, &use, k, a)) {
+            sgbd_reco_cache_overtaken(c->api->cache, key);
+            sgbd_reco_answer_free(a);
+            return -1;
+        }
+        sgbd_reco_cache_renew(c->api->cache, key, a);
+    }
+    return 0;
+}
+
 /* Answer from the cache: 0, or -1 to score the request. */
 static int reply_cached(struct call *c, const struct sgbd_reco_key *key,
                         size_t k, const struct asked *ask)
 {
-    const struct sgbd_snapshot *s = c->view.snap;
     struct sgbd_reco_answer a;
-    struct asked use = *ask;
-    uint32_t u;
 
-    if (sgbd_reco_cache_get(c->api->cache, key, &a) != 0)
+    if (cached_answer(c, key, k, ask, &a) != 0)
         return -1;
-    if (a.item_writes < key->item_writes) {
-        if (!use.q && sgbd_snapshot_user_index(s, c->id, c->id_len, &u) == 0)
-            use.q = s->users + (size_t)u * s->dim;
-        if (!use.q || !answer_stands(&c->view, &use, k, &a)) {
-            sgbd_reco_cache_overtaken(c->api->cache, key);
-            sgbd_reco_answer_free(&a);
-            return -1;
-        }
-        sgbd_reco_cache_renew(c->api->cache, key, &a);
-    }
     if (key->space == SPACE_USER)
         sgbd_metrics_http_batch(c->api->metrics, 1);
     api_reply_json(c, 200, a.body, a.len);  /* the block goes with it */
@@ -572,10 +590,16 @@ struct batch {
     uint32_t *idx;                  /* (n, k) */
     float *score;                   /* (n, k) */
     size_t *count;                  /* (n) */
+    struct sgbd_reco_answer *hit;   /* (n) from the cache; body NULL: none */
 };
+
+#define ANSWERED (-2)               /* known[j]: the cache answered user j */
 
 static void batch_free(struct batch *b)
 {
+    for (size_t j = 0; b->hit && j < b->n; j++)
+        sgbd_reco_answer_free(&b->hit[j]);
+    free(b->hit);
     free(b->uid);
     free(b->uid_len);
     free(b->known);
@@ -599,8 +623,9 @@ static int batch_alloc(struct batch *b, size_t n, size_t k, size_t words)
     b->idx = malloc(n * k * sizeof(uint32_t));
     b->score = malloc(n * k * sizeof(float));
     b->count = calloc(n, sizeof(*b->count));
+    b->hit = calloc(n, sizeof(*b->hit));
     return b->uid && b->uid_len && b->known && b->bits && b->ex && b->idx &&
-                   b->score && b->count
+                   b->score && b->count && b->hit
                ? 0
                : -ENOMEM;
 }
@@ -716,6 +741,11 @@ static int batch_run(struct call *c, struct batch *b,
 
     for (j = 0; j < b->n; j++) {
         uint32_t u;
+
+        if (b->hit[j].body) {
+            b->known[j] = ANSWERED;
+            continue;
+        }
         b->known[j] = sgbd_snapshot_user_index(s, b->uid[j], b->uid_len[j],
                                                &u) == 0 ? (long)u : -1;
         user_excl_fill(&c->view, b->uid[j], b->uid_len[j], b->known[j], l,
@@ -727,6 +757,8 @@ static int batch_run(struct call *c, struct batch *b,
         float *score = b->score + j * b->k;
         long n;
 
+        if (b->known[j] == ANSWERED)
+            continue;
         if (b->known[j] < 0) {
             b->count[j] = popular(&c->view, b->k, &b->ex[j], l, idx, score);
             continue;
@@ -741,6 +773,35 @@ static int batch_run(struct call *c, struct batch *b,
     return rc;
 }
 
+/*
+ * Write scored user j of b into w as the single route writes it (so that
+ * bodies from the cache and from scoring read alike) and keep that body
+ * for the single route's repeats.
+ */
+static void write_kept(struct call *c, struct sgbd_json *w,
+                       const struct batch *b, size_t j)
+{
+    struct sgbd_reco_key key;
+    struct sgbd_reco_answer a = {0};
+    struct sgbd_json one;
+
+    sgbd_json_init(&one);
+    write_reco(&one, &c->view, b->uid[j], b->uid_len[j], b->idx + j * b->k,
+               b->score + j * b->k, b->count[j], 0);
+    a.body = sgbd_json_take(&one, &a.len);
+    if (!a.body) {                  /* out of memory: w will fail too */
+        w->failed = 1;
+        return;
+    }
+    sgbd_json_raw(w, a.body, a.len);
+    a.idx = b->idx + j * b->k;
+    a.score = b->score + j * b->k;
+    a.n = b->count[j];
+    cache_key(c, b->uid[j], b->uid_len[j], b->k, SPACE_USER, &key);
+    sgbd_reco_cache_put(c->api->cache, &key, &a);
+    free(a.body);
+}
+
 void api_h_batch(struct call *c)
 {
     static const char *const allowed[] = {"user_ids", "k", "exclude", NULL};
@@ -749,7 +810,7 @@ void api_h_batch(struct call *c)
     struct sgbd_json w;
     json_t *body;
     size_t k;
-    int rc;
+    int rc, cache;
 
     if (!c->view.snap) {
         api_fail(c, 503, "no_model", "no model has been published yet");
@@ -762,6 +823,14 @@ void api_h_batch(struct call *c)
         parse_exclude_json(c, json_object_get(body, "exclude"), &l) != 0 ||
         batch_parse(c, body, k, &b) != 0)
         goto out;
+    cache = c->api->cache && l.n == 0;
+    for (size_t j = 0; cache && j < b.n; j++) {
+        struct sgbd_reco_key key;
+
+        cache_key(c, b.uid[j], b.uid_len[j], k, SPACE_USER, &key);
+        cached_answer(c, &key, k, &(struct asked){NULL, UINT32_MAX, 0},
+                      &b.hit[j]);
+    }
     rc = batch_run(c, &b, &l);
     if (rc != 0) {
         api_fail_rc(c, rc);
@@ -771,9 +840,15 @@ void api_h_batch(struct call *c)
     api_begin_body(c, &w);
     sgbd_json_key(&w, "results");
     sgbd_json_begin_array(&w);
-    for (size_t j = 0; j < b.n; j++)
-        write_reco(&w, &c->view, b.uid[j], b.uid_len[j], b.idx + j * k,
-                   b.score + j * k, b.count[j], b.known[j] < 0);
+    for (size_t j = 0; j < b.n; j++) {
+        if (b.hit[j].body)          /* a single request's body, as it is */
+            sgbd_json_raw(&w, b.hit[j].body, b.hit[j].len);
+        else if (cache && b.known[j] >= 0)
+            write_kept(c, &w, &b, j);
+        else
+            write_reco(&w, &c->view, b.uid[j], b.uid_len[j], b.idx + j * k,
+                       b.score + j * k, b.count[j], b.known[j] < 0);
+    }
     sgbd_json_end(&w);
     sgbd_json_end(&w);
     api_reply(c, 200, &w);
