@@ -224,6 +224,18 @@ def test_http_answer_cache():
         check(r.status == 200, r)
         r4 = d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
         check(ids(r4)[:7] == ids(r3)[1:], r4)
+        # Similar items and batch entries come from the same cache.
+        sim = "/v1/items/i5/similar?k=6"
+        s1 = d.request("GET", sim, route="/v1/items/{id}/similar")
+        before = cache_counts(d)
+        s2 = d.request("GET", sim, route="/v1/items/{id}/similar")
+        check(s2.raw == s1.raw, "a repeated similar-items request")
+        check(cache_counts(d)["hits_total"] == before["hits_total"] + 1,
+              cache_counts(d))
+        b = d.request("POST", "/v1/recommendations",
+                      {"user_ids": ["u21", "u22"], "k": 8},
+                      route="/v1/recommendations")
+        check(b.status == 200 and b.json["results"][0] == r4.json, b)
     with Daemon(args=["--set", "server.result_cache_mb=0"]) as d:
         d.request("GET", "/v1/users/u21/recommendations?k=8", route=RECO)
         check(cache_counts(d) == {}, "no cache metrics when it is off")
