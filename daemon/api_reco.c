@@ -419,6 +419,8 @@ struct asked {
     int cosine;                     /* similar items */
 };
 
+static const struct asked by_user = {NULL, UINT32_MAX, 0};
+
 /* The key of id's answer at k on the call's view. */
 static void cache_key(const struct call *c, const char *id, size_t len,
                       size_t k, uint32_t space, struct sgbd_reco_key *key)
@@ -550,8 +552,7 @@ void api_h_recommend(struct call *c)
     if (api_query_k(c, &k) != 0 || parse_exclude_query(c, &l) != 0)
         goto out;
     cache = cacheable(c, &l, k, SPACE_USER, &key);
-    if (cache && reply_cached(c, &key, k,
-                              &(struct asked){NULL, UINT32_MAX, 0}) == 0)
+    if (cache && reply_cached(c, &key, k, &by_user) == 0)
         goto out;
     bits = malloc(base_words(&c->view) * sizeof(uint64_t) + 8);
     if (!bits || reco_alloc(&out, k) != 0) {
@@ -591,6 +592,7 @@ struct batch {
     float *score;                   /* (n, k) */
     size_t *count;                  /* (n) */
     struct sgbd_reco_answer *hit;   /* (n) from the cache; body NULL: none */
+    struct sgbd_reco_key *key;      /* (n) cache keys, NULL: no cache */
 };
 
 #define ANSWERED (-2)               /* known[j]: the cache answered user j */
@@ -600,6 +602,7 @@ static void batch_free(struct batch *b)
     for (size_t j = 0; b->hit && j < b->n; j++)
         sgbd_reco_answer_free(&b->hit[j]);
     free(b->hit);
+    free(b->key);
     free(b->uid);
     free(b->uid_len);
     free(b->known);
@@ -781,7 +784,6 @@ static int batch_run(struct call *c, struct batch *b,
 static void write_kept(struct call *c, struct sgbd_json *w,
                        const struct batch *b, size_t j)
 {
-    struct sgbd_reco_key key;
     struct sgbd_reco_answer a = {0};
     struct sgbd_json one;
 
@@ -797,8 +799,7 @@ static void write_kept(struct call *c, struct sgbd_json *w,
     a.idx = b->idx + j * b->k;
     a.score = b->score + j * b->k;
     a.n = b->count[j];
-    cache_key(c, b->uid[j], b->uid_len[j], b->k, SPACE_USER, &key);
-    sgbd_reco_cache_put(c->api->cache, &key, &a);
+    sgbd_reco_cache_put(c->api->cache, &b->key[j], &a);
     free(a.body);
 }
 
@@ -824,12 +825,13 @@ void api_h_batch(struct call *c)
         batch_parse(c, body, k, &b) != 0)
         goto out;
     cache = c->api->cache && l.n == 0;
+    if (cache && !(b.key = malloc(b.n * sizeof(*b.key)))) {
+        api_fail(c, 500, "internal", "out of memory");
+        goto out;
+    }
     for (size_t j = 0; cache && j < b.n; j++) {
-        struct sgbd_reco_key key;
-
-        cache_key(c, b.uid[j], b.uid_len[j], k, SPACE_USER, &key);
-        cached_answer(c, &key, k, &(struct asked){NULL, UINT32_MAX, 0},
-                      &b.hit[j]);
+        cache_key(c, b.uid[j], b.uid_len[j], k, SPACE_USER, &b.key[j]);
+        cached_answer(c, &b.key[j], k, &by_user, &b.hit[j]);
     }
     rc = batch_run(c, &b, &l);
     if (rc != 0) {
