@@ -100,7 +100,8 @@ static double time_engine(const struct sgbd_snapshot *s, int n, size_t k,
         memcpy(bits, s->hidden, words * sizeof(uint64_t));
         for (uint64_t e = s->seen_ptr[u]; e < s->seen_ptr[u + 1]; e++)
             sgbd_bitset_set(bits, s->seen_items[e]);
-        sgbd_topk_user(s->users + u * s->dim, items, k, bits, idx, score);
+        sgbd_topk_user_screened(s->users + u * s->dim, items,
+                                &s->items_screen, k, bits, idx, score);
     }
     free(bits);
     return (now_us() - t0) / n;
