@@ -1,12 +1,14 @@
 /*
  * overlay.c - copy-on-write overlay of item and interaction writes.
  *
- * An overlay is two tables of refcounted entries (items by id, users by
- * id). Deriving a new overlay copies the pointer arrays and hash tables
- * and shares every untouched entry; an entry an edit touches is copied
- * first ("fresh" entries, private to the derive in progress, are changed
- * in place). The finish step resolves the users' interactions to view
- * indices and recomputes the base mask.
+ * An overlay holds refcounted entries: items in one table by id, users in
+ * USER_BUCKETS buckets by the first byte of their id's hash, each bucket a
+ * table of its own. Deriving a new overlay copies the item table and the
+ * bucket array, shares every untouched entry and bucket, and copies the
+ * buckets and entries an edit touches first ("fresh" ones, private to the
+ * derive in progress, are changed in place). The finish step resolves the
+ * touched users' interactions to view indices and recomputes the base
+ * mask.
  */
 #include "sgbd/overlay.h"
 
@@ -63,6 +65,23 @@ struct table {
     uint32_t *slot;
 };
 
+/*
+ * The users whose id hash starts with one byte value, and their table. A
+ * bucket is shared by every overlay until a write touches one of its
+ * users; that overlay then copies it, so an interaction costs a copy of
+ * the bucket array and of one bucket, not of every user waiting for a
+ * retrain (tens of thousands of them, on a busy storefront).
+ */
+#define USER_BUCKETS 256
+
+struct user_bucket {
+    atomic_int refs;
+    int fresh;                      /* private to the derive in progress */
+    size_t n, cap;
+    struct ov_user **users;         /* (cap) */
+    struct table tab;               /* positions in users, load <= 1/2 */
+};
+
 struct sgbd_overlay {
     atomic_int refs;
     uint64_t seed;
@@ -75,9 +94,9 @@ struct sgbd_overlay {
     struct table item_tab;
     uint32_t *new_pos;              /* (n_index - base_items) positions */
 
-    size_t n_users, cap_users;
-    struct ov_user **users;
-    struct table user_tab;
+    size_t n_users;                 /* users with interactions since it */
+    size_t n_unresolved_users;      /* of them, with an item nobody knew */
+    struct user_bucket *bucket[USER_BUCKETS];
 
     uint64_t *base_mask;            /* ((I + 63) / 64) or NULL */
     uint64_t n_pairs;
@@ -225,13 +244,6 @@ static const char *item_key(const struct sgbd_overlay *ov, uint32_t pos,
     return ov->items[pos]->id;
 }
 
-static const char *user_key(const struct sgbd_overlay *ov, uint32_t pos,
-                            size_t *len)
-{
-    *len = ov->users[pos]->id_len;
-    return ov->users[pos]->id;
-}
-
 typedef const char *(*key_fn)(const struct sgbd_overlay *, uint32_t,
                               size_t *);
 
@@ -278,6 +290,104 @@ static void tab_insert(struct sgbd_overlay *ov, struct table *t, key_fn key,
     t->slot[tab_slot(ov, t, key, id, len)] = pos;
 }
 
+/* ---- user buckets ---- */
+
+static uint64_t user_hash(const struct sgbd_overlay *ov, const char *id,
+                          size_t len)
+{
+    return sgbd_snapshot_hash_id(id, len, ov->seed);
+}
+
+static void bucket_unref(struct user_bucket *b)
+{
+    if (!b || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    for (size_t k = 0; k < b->n; k++)
+        user_unref(b->users[k]);
+    free(b->users);
+    free(b->tab.slot);
+    free(b);
+}
+
+/* Slot of id (hash h) in b: its user's position, or the empty slot. The
+ * table takes the hash's low bits, the bucket array its top byte. */
+static size_t bucket_slot(const struct user_bucket *b, uint64_t h,
+                          const char *id, size_t len)
+{
+    for (size_t at = h & b->tab.mask;; at = (at + 1) & b->tab.mask) {
+        uint32_t pos = b->tab.slot[at];
+        const struct ov_user *u;
+
+        if (pos == EMPTY)
+            return at;
+        u = b->users[pos];
+        if (u->id_len == len && memcmp(u->id, id, len) == 0)
+            return at;
+    }
+}
+
+static const struct ov_user *find_user(const struct sgbd_overlay *ov,
+                                       const char *id, size_t len)
+{
+    uint64_t h = user_hash(ov, id, len);
+    const struct user_bucket *b = ov->bucket[h >> 56];
+    uint32_t pos;
+
+    if (!b)
+        return NULL;
+    pos = b->tab.slot[bucket_slot(b, h, id, len)];
+    return pos == EMPTY ? NULL : b->users[pos];
+}
+
+/* A fresh bucket with room for cap users, sharing old's (NULL: none). */
+static struct user_bucket *bucket_new(const struct sgbd_overlay *ov,
+                                      const struct user_bucket *old,
+                                      size_t cap)
+{
+    struct user_bucket *b = calloc(1, sizeof(*b));
+    size_t n = old ? old->n : 0;
+
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->fresh = 1;
+    b->cap = cap > n ? cap : n + 1;
+    b->users = malloc(b->cap * sizeof(*b->users));
+    if (!b->users || tab_build(&b->tab, b->cap) != 0) {
+        free(b->users);
+        free(b);
+        return NULL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct ov_user *u = old->users[k];
+
+        atomic_fetch_add(&u->refs, 1);
+        b->users[k] = u;
+        b->tab.slot[bucket_slot(b, user_hash(ov, u->id, u->id_len), u->id,
+                                u->id_len)] = (uint32_t)k;
+    }
+    b->n = n;
+    return b;
+}
+
+/* *out = ov's bucket for hash h, fresh, with room for one more user. */
+static int bucket_for_write(struct sgbd_overlay *ov, uint64_t h,
+                            struct user_bucket **out)
+{
+    struct user_bucket **slot = &ov->bucket[h >> 56], *b = *slot;
+
+    if (b && b->fresh && b->n < b->cap)
+        return *out = b, 0;
+    /* a shared bucket is copied at its size (a derive adds a user or
+     * two to it); a fresh one that is full doubles */
+    b = bucket_new(ov, b, !b ? 4 : b->fresh ? 2 * b->cap : b->n + 4);
+    if (!b)
+        return -ENOMEM;
+    bucket_unref(*slot);
+    *out = *slot = b;
+    return 0;
+}
+
 /* ---- overlay lifetime ---- */
 
 void sgbd_overlay_unref(struct sgbd_overlay *ov)
@@ -286,12 +396,10 @@ void sgbd_overlay_unref(struct sgbd_overlay *ov)
         return;
     for (size_t k = 0; k < ov->n_items; k++)
         item_unref(ov->items[k]);
-    for (size_t k = 0; k < ov->n_users; k++)
-        user_unref(ov->users[k]);
+    for (size_t b = 0; b < USER_BUCKETS; b++)
+        bucket_unref(ov->bucket[b]);
     free(ov->items);
-    free(ov->users);
     free(ov->item_tab.slot);
-    free(ov->user_tab.slot);
     free(ov->new_pos);
     free(ov->base_mask);
     free(ov->by_edit);
@@ -310,7 +418,6 @@ static int overlay_alloc(struct sgbd_overlay **out,
 {
     struct sgbd_overlay *ov = calloc(1, sizeof(*ov));
     size_t ni = (old ? old->n_items : 0) + extra;
-    size_t nu = (old ? old->n_users : 0) + extra;
     int rc = -ENOMEM;
 
     if (!ov)
@@ -322,14 +429,11 @@ static int overlay_alloc(struct sgbd_overlay **out,
     ov->n_index = ov->base_items;
     ov->dim = base ? base->dim : 0;
     ov->cap_items = ni ? ni : 1;
-    ov->cap_users = nu ? nu : 1;
     ov->items = malloc(ov->cap_items * sizeof(*ov->items));
-    ov->users = malloc(ov->cap_users * sizeof(*ov->users));
     ov->new_pos = malloc(ov->cap_items * sizeof(uint32_t));
-    if (!ov->items || !ov->users || !ov->new_pos)
+    if (!ov->items || !ov->new_pos)
         goto out;
-    if (tab_build(&ov->item_tab, ov->cap_items) != 0 ||
-        tab_build(&ov->user_tab, ov->cap_users) != 0)
+    if (tab_build(&ov->item_tab, ov->cap_items) != 0)
         goto out;
     rc = 0;
     if (old) {
@@ -349,11 +453,11 @@ static int overlay_alloc(struct sgbd_overlay **out,
         atomic_fetch_add(&old->items[k]->refs, 1);
         tab_insert(ov, &ov->item_tab, item_key, (uint32_t)ov->n_items++);
     }
-    for (size_t k = 0; k < old->n_users; k++) {
-        ov->users[ov->n_users] = old->users[k];
-        atomic_fetch_add(&old->users[k]->refs, 1);
-        tab_insert(ov, &ov->user_tab, user_key, (uint32_t)ov->n_users++);
-    }
+    ov->n_users = old->n_users;
+    ov->n_unresolved_users = old->n_unresolved_users;
+    for (size_t b = 0; b < USER_BUCKETS; b++)
+        if ((ov->bucket[b] = old->bucket[b]))
+            atomic_fetch_add(&old->bucket[b]->refs, 1);
 out:
     if (rc != 0)
         sgbd_overlay_unref(ov);
@@ -484,26 +588,41 @@ static int item_for_write(struct sgbd_overlay *ov,
     return 0;
 }
 
+/* The private (fresh) entry for user id, made on demand. */
 static int user_for_write(struct sgbd_overlay *ov, const char *id,
                           struct ov_user **out)
 {
-    size_t len = strlen(id);
-    size_t at = tab_slot(ov, &ov->user_tab, user_key, id, len);
-    uint32_t pos = ov->user_tab.slot[at];
-    struct ov_user *u, *old = pos == EMPTY ? NULL : ov->users[pos];
+    size_t len = strlen(id), at;
+    uint64_t h = user_hash(ov, id, len);
+    const struct user_bucket *cur = ov->bucket[h >> 56];
+    struct user_bucket *b;
+    struct ov_user *u, *old;
+    uint32_t pos;
+    int rc;
 
-    if (old && old->fresh)
-        return *out = old, 0;
+    if (cur && cur->fresh) {        /* written by this derive already? */
+        pos = cur->tab.slot[bucket_slot(cur, h, id, len)];
+        if (pos != EMPTY && cur->users[pos]->fresh)
+            return *out = cur->users[pos], 0;
+    }
+    if ((rc = bucket_for_write(ov, h, &b)) != 0)
+        return rc;
+    at = bucket_slot(b, h, id, len);
+    pos = b->tab.slot[at];
+    old = pos == EMPTY ? NULL : b->users[pos];
     u = old ? user_copy(old, 0) : user_new(id, len);
     if (!u)
         return -ENOMEM;
     if (old) {
-        ov->users[pos] = u;
+        if (old->n_unresolved)
+            ov->n_unresolved_users--; /* finish counts the copy again */
+        b->users[pos] = u;
         user_unref(old);
     } else {
-        pos = (uint32_t)ov->n_users++;
-        ov->users[pos] = u;
-        ov->user_tab.slot[at] = pos;
+        pos = (uint32_t)b->n++;
+        b->users[pos] = u;
+        b->tab.slot[at] = pos;
+        ov->n_users++;
     }
     *out = u;
     return 0;
@@ -607,6 +726,54 @@ static void finish_item(const struct sgbd_snapshot *base, struct ov_item *e)
 }
 
 /*
+ * The users of bucket b finished: the fresh ones resolved; with rescan
+ * (items were created) the shared ones with an interaction nobody knew
+ * copied first and resolved again. A shared bucket with none of those
+ * is left shared.
+ */
+static int finish_bucket(struct sgbd_overlay *ov,
+                         const struct sgbd_snapshot *base, size_t b,
+                         int rescan)
+{
+    struct user_bucket *ub = ov->bucket[b];
+    size_t k = 0;
+    int rc;
+
+    if (!ub || (!ub->fresh && !rescan))
+        return 0;
+    if (!ub->fresh) {
+        while (k < ub->n && !ub->users[k]->n_unresolved)
+            k++;
+        if (k == ub->n)
+            return 0;
+        if (!(ub = bucket_new(ov, ub, ub->n)))
+            return -ENOMEM;
+        bucket_unref(ov->bucket[b]);
+        ov->bucket[b] = ub;
+    }
+    for (k = 0; k < ub->n; k++) {
+        struct ov_user *u = ub->users[k];
+
+        if (!u->fresh && !(rescan && u->n_unresolved))
+            continue;
+        if (!u->fresh) {
+            struct ov_user *c = user_copy(u, 0);
+            if (!c)
+                return -ENOMEM;
+            ov->n_unresolved_users--;
+            ub->users[k] = c;
+            user_unref(u);
+            u = c;
+        }
+        if ((rc = finish_user(ov, base, u)) != 0)
+            return rc;
+        ov->n_unresolved_users += u->n_unresolved > 0;
+    }
+    ub->fresh = 0;
+    return 0;
+}
+
+/*
  * Users resolved, items' public views set, base mask recomputed. Shared
  * users are left alone unless an item created now can resolve one of
  * their older interactions; then they are copied first.
@@ -617,27 +784,15 @@ static int overlay_finish(struct sgbd_overlay *ov,
 {
     size_t words = ((size_t)ov->base_items + 63) / 64;
     int touches_base = 0;
+    int rescan = ov->n_index != old_n_index && ov->n_unresolved_users > 0;
 
     for (size_t k = 0; k < ov->n_items; k++) {
         if (ov->items[k]->fresh)
             finish_item(base, ov->items[k]);
         touches_base |= ov->items[k]->index < ov->base_items;
     }
-    for (size_t k = 0; k < ov->n_users; k++) {
-        struct ov_user *u = ov->users[k];
-        int rc;
-
-        if (!u->fresh && (!u->n_unresolved || ov->n_index == old_n_index))
-            continue;
-        if (!u->fresh) {
-            struct ov_user *c = user_copy(u, 0);
-            if (!c)
-                return -ENOMEM;
-            ov->users[k] = c;
-            user_unref(u);
-            u = c;
-        }
-        rc = finish_user(ov, base, u);
+    for (size_t b = 0; b < USER_BUCKETS; b++) {
+        int rc = finish_bucket(ov, base, b, rescan);
         if (rc != 0)
             return rc;
     }
@@ -740,6 +895,34 @@ static int rebase_item(struct sgbd_overlay *ov,
     return embed_item(base, e);
 }
 
+/* Old user entry u under the new base, without the interactions it
+ * absorbed, as a fresh entry; none when nothing is left. */
+static int rebase_user(struct sgbd_overlay *ov, const struct ov_user *u,
+                       uint64_t absorbed)
+{
+    struct ov_user *c = user_copy(u, absorbed);
+    struct user_bucket *b;
+    uint64_t h;
+    int rc;
+
+    if (!c)
+        return -ENOMEM;
+    if (c->n == 0) {
+        user_unref(c);
+        return 0;
+    }
+    h = user_hash(ov, c->id, c->id_len);
+    if ((rc = bucket_for_write(ov, h, &b)) != 0) {
+        user_unref(c);
+        return rc;
+    }
+    b->tab.slot[bucket_slot(b, h, c->id, c->id_len)] = (uint32_t)b->n;
+    b->users[b->n++] = c;
+    ov->n_users++;
+    ov->n_pairs += c->n;
+    return 0;
+}
+
 int sgbd_overlay_rebase(struct sgbd_overlay **out,
                         const struct sgbd_overlay *old,
                         const struct sgbd_snapshot *base)
@@ -752,24 +935,11 @@ int sgbd_overlay_rebase(struct sgbd_overlay **out,
     for (size_t k = 0; rc == 0 && k < old->n_items; k++)
         if (old->items[k]->seq > base->absorbed_seq)
             rc = rebase_item(ov, base, old->items[k]);
-    for (size_t k = 0; rc == 0 && k < old->n_users; k++) {
-        const struct ov_user *u = old->users[k];
-        struct ov_user *c = user_copy(u, base->absorbed_seq);
-        size_t at;
-
-        if (!c) {
-            rc = -ENOMEM;
-            break;
-        }
-        if (c->n == 0) {
-            user_unref(c);
-            continue;
-        }
-        at = tab_slot(ov, &ov->user_tab, user_key, c->id, c->id_len);
-        ov->user_tab.slot[at] = (uint32_t)ov->n_users;
-        ov->users[ov->n_users++] = c;
-        ov->n_pairs += c->n;
-    }
+    for (size_t b = 0; rc == 0 && b < USER_BUCKETS; b++)
+        for (size_t k = 0; rc == 0 && old->bucket[b] &&
+                           k < old->bucket[b]->n; k++)
+            rc = rebase_user(ov, old->bucket[b]->users[k],
+                             base->absorbed_seq);
     if (rc == 0) {
         ov->last_seq = old->last_seq;
         rc = overlay_finish(ov, base, 0);
@@ -818,13 +988,12 @@ const struct sgbd_overlay_item *sgbd_overlay_find_item(
 int sgbd_overlay_user_seen(const struct sgbd_overlay *ov, const char *id,
                            size_t len, const uint32_t **items, size_t *n)
 {
-    size_t at = tab_slot(ov, &ov->user_tab, user_key, id, len);
-    uint32_t pos = ov->user_tab.slot[at];
+    const struct ov_user *u = find_user(ov, id, len);
 
-    if (pos == EMPTY)
+    if (!u)
         return SGBD_E_NOTFOUND;
-    *items = ov->users[pos]->idx;
-    *n = ov->users[pos]->n_idx;
+    *items = u->idx;
+    *n = u->n_idx;
     return 0;
 }
 
@@ -867,10 +1036,9 @@ size_t sgbd_overlay_edited_since(const struct sgbd_overlay *ov, uint64_t n,
 uint64_t sgbd_overlay_user_writes(const struct sgbd_overlay *ov,
                                   const char *id, size_t len)
 {
-    size_t at = tab_slot(ov, &ov->user_tab, user_key, id, len);
-    uint32_t pos = ov->user_tab.slot[at];
+    const struct ov_user *u = find_user(ov, id, len);
 
-    return pos == EMPTY ? 0 : ov->users[pos]->n;
+    return u ? u->n : 0;
 }
 
 int sgbd_overlay_resolve_item(const struct sgbd_snapshot *snap,

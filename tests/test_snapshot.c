@@ -322,6 +322,216 @@ static void test_snapshot_overlay_counts_and_orders_edits(void)
     sgbd_snapshot_slot_free(slot);
 }
 
+/* ---- overlays of many users, against a model of what they hold ---- */
+
+#define WALK_ITEMS 50              /* base items i0 .. i49 */
+#define WALK_USERS 3000            /* far more than the overlay's buckets */
+#define WALK_MAX_NEW 200           /* new items n0 .. */
+#define WALK_MAX_PAIRS 20000
+#define WALK_KEEP 4                /* older overlays held and re-read */
+#define WALK_PROBES 24             /* users each held overlay is asked for */
+
+struct walk_model {
+    uint64_t new_seq[WALK_MAX_NEW]; /* latest write of n<k>, 0: not made */
+    int new_pos[WALK_MAX_NEW];      /* its index - I, in creation order */
+    int n_made;
+    int pair_user[WALK_MAX_PAIRS], pair_item[WALK_MAX_PAIRS]; /* item < 0:
+                                      new item -item - 1 */
+    uint64_t pair_seq[WALK_MAX_PAIRS];
+    int n_pairs;
+};
+
+/* The view index pair p's item resolves to, or -1. */
+static int walk_index(const struct walk_model *m, int p)
+{
+    int it = m->pair_item[p];
+
+    if (it >= 0)
+        return it;
+    return m->new_seq[-it - 1] ? WALK_ITEMS + m->new_pos[-it - 1] : -1;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* What user u has seen since the base, sorted and unique, into out;
+ * its count. *writes = its interactions, resolved or not. */
+static size_t walk_expect(const struct walk_model *m, int u, int *out,
+                          uint64_t *writes)
+{
+    size_t n = 0, w = 0;
+
+    *writes = 0;
+    for (int p = 0; p < m->n_pairs; p++) {
+        int idx;
+        if (m->pair_user[p] != u)
+            continue;
+        (*writes)++;
+        if ((idx = walk_index(m, p)) >= 0)
+            out[n++] = idx;
+    }
+    qsort(out, n, sizeof(int), cmp_int);
+    for (size_t k = 0; k < n; k++)
+        if (w == 0 || out[w - 1] != out[k])
+            out[w++] = out[k];
+    return w;
+}
+
+/* 1 when ov answers for user u as model m says. */
+static int walk_agrees(const struct sgbd_overlay *ov,
+                       const struct walk_model *m, int u)
+{
+    static int want[WALK_MAX_PAIRS];
+    char id[16];
+    const uint32_t *seen;
+    uint64_t writes;
+    size_t n = walk_expect(m, u, want, &writes), got;
+    int rc;
+
+    snprintf(id, sizeof(id), "user%d", u);
+    if (sgbd_overlay_user_writes(ov, id, strlen(id)) != writes)
+        return 0;
+    rc = sgbd_overlay_user_seen(ov, id, strlen(id), &seen, &got);
+    if (writes == 0)
+        return rc == SGBD_E_NOTFOUND;
+    if (rc != 0 || got != n)
+        return 0;
+    for (size_t k = 0; k < n; k++)
+        if ((int)seen[k] != want[k])
+            return 0;
+    return 1;
+}
+
+/* Hold ov (as model m said) as the newest of the kept overlays. */
+static void walk_keep(struct sgbd_overlay **kept, struct walk_model *kept_m,
+                      struct sgbd_overlay *ov, const struct walk_model *m)
+{
+    sgbd_overlay_unref(kept[WALK_KEEP - 1]);
+    memmove(kept + 1, kept, (WALK_KEEP - 1) * sizeof(*kept));
+    memmove(kept_m + 1, kept_m, (WALK_KEEP - 1) * sizeof(*kept_m));
+    kept[0] = ov;
+    kept_m[0] = *m;
+}
+
+/* m after a retrain that absorbed every write up to absorbed: the items
+ * whose latest write is later, in the order they were made, and the
+ * later pairs. */
+static void walk_absorb(struct walk_model *m, uint64_t absorbed)
+{
+    static struct walk_model left;
+
+    memset(&left, 0, sizeof(left));
+    for (int pos = 0; pos < m->n_made; pos++)
+        for (int k = 0; k < WALK_MAX_NEW; k++)
+            if (m->new_seq[k] > absorbed && m->new_pos[k] == pos) {
+                left.new_seq[k] = m->new_seq[k];
+                left.new_pos[k] = left.n_made++;
+            }
+    for (int p = 0; p < m->n_pairs; p++)
+        if (m->pair_seq[p] > absorbed) {
+            left.pair_user[left.n_pairs] = m->pair_user[p];
+            left.pair_item[left.n_pairs] = m->pair_item[p];
+            left.pair_seq[left.n_pairs++] = m->pair_seq[p];
+        }
+    *m = left;
+}
+
+/*
+ * A random walk of derives (interactions of thousands of users, some with
+ * items nobody knows yet and made later) and two rebases. After every
+ * step the newest overlay, and the last WALK_KEEP ones, still held,
+ * answer as the model did when each was made: a derive shares the user
+ * buckets it does not touch and must change none of them.
+ */
+static void test_snapshot_overlay_many_users_walk(void)
+{
+    static struct walk_model m, kept_m[WALK_KEEP];
+    static struct sgbd_overlay_edit ed[2048];
+    static char item_ids[2048][16], user_ids[2048][16];
+    struct sgbd_overlay *ov0, *ov, *next, *kept[WALK_KEEP] = {0};
+    struct sgbd_snapshot *bases[3] = {make_versioned(2, 3, WALK_ITEMS, 4)};
+    struct sgbd_rng r;
+    uint64_t seq = bases[0]->absorbed_seq, pi, pn;
+    int n_bases = 1, bad = 0;
+
+    sgbd_rng_init(&r, 7, 0);
+    CHECK_INT(sgbd_overlay_new_empty(&ov0), 0);
+    CHECK_INT(sgbd_overlay_rebase(&ov, ov0, bases[0]), 0);
+    sgbd_overlay_unref(ov0);
+    for (int step = 0; step < 400 && !bad; step++) {
+        /* the first derive alone fills buckets past their first size */
+        int n = step == 0 ? 2000
+                          : 1 + (int)(sgbd_rng_u64(&r) %
+                                      (step % 50 ? 6 : 64));
+
+        walk_keep(kept, kept_m, ov, &m);
+        for (int e = 0; e < n; e++) {
+            uint64_t x = sgbd_rng_u64(&r) % 100;
+            int u = (int)(sgbd_rng_u64(&r) % WALK_USERS), it;
+
+            memset(&ed[e], 0, sizeof(ed[e]));
+            ed[e].seq = ++seq;
+            ed[e].item_id = item_ids[e];
+            if (x < 85 && m.n_pairs < WALK_MAX_PAIRS) {
+                /* mostly base items; some new ones, made or not yet */
+                it = x < 65 ? (int)(sgbd_rng_u64(&r) % WALK_ITEMS)
+                            : -1 - (int)(sgbd_rng_u64(&r) % WALK_MAX_NEW);
+                snprintf(item_ids[e], 16, it >= 0 ? "i%d" : "n%d",
+                         it >= 0 ? it : -it - 1);
+                snprintf(user_ids[e], 16, "user%d", u);
+                ed[e].op = SGBD_OVERLAY_SEEN;
+                ed[e].user_id = user_ids[e];
+                m.pair_user[m.n_pairs] = u;
+                m.pair_item[m.n_pairs] = it;
+                m.pair_seq[m.n_pairs++] = seq;
+            } else {
+                it = (int)(sgbd_rng_u64(&r) % WALK_MAX_NEW);
+                snprintf(item_ids[e], 16, "n%d", it);
+                ed[e].op = SGBD_OVERLAY_PUT_ITEM; /* no features: no vector */
+                if (!m.new_seq[it])
+                    m.new_pos[it] = m.n_made++;
+                m.new_seq[it] = seq;
+            }
+        }
+        if (sgbd_overlay_derive(&next, ov, bases[n_bases - 1], ed,
+                                (size_t)n) != 0) {
+            CHECK(0);
+            break;
+        }
+        ov = next;
+        if (step == 150 || step == 300) {
+            /* a retrain absorbed the first half of what is pending */
+            struct sgbd_snapshot *nb = make_versioned(3, 3, WALK_ITEMS, 4);
+            uint64_t from = bases[n_bases - 1]->absorbed_seq;
+
+            nb->absorbed_seq = from + (seq - from) / 2;
+            walk_keep(kept, kept_m, ov, &m);
+            walk_absorb(&m, nb->absorbed_seq);
+            CHECK_INT(sgbd_overlay_rebase(&ov, kept[0], nb), 0);
+            bases[n_bases++] = nb;  /* held overlays may point into bases */
+        }
+        /* the newest: every user now and then, a sample at each step */
+        for (int u = 0; u < WALK_USERS && !bad; u += step % 40 ? 97 : 1)
+            bad |= !walk_agrees(ov, &m, u);
+        sgbd_overlay_pending(ov, &pi, &pn);
+        bad |= pn != (uint64_t)m.n_pairs;
+        for (int k = 0; k < WALK_KEEP && kept[k] && !bad; k++)
+            for (int j = 0; j < WALK_PROBES && !bad; j++)
+                bad |= !walk_agrees(kept[k], &kept_m[k],
+                                    (j * 131 + step * 7) % WALK_USERS);
+        if (bad)
+            fprintf(stderr, "  overlay walk: disagrees at step %d\n", step);
+    }
+    CHECK(!bad);
+    for (int k = 0; k < WALK_KEEP; k++)
+        sgbd_overlay_unref(kept[k]);
+    sgbd_overlay_unref(ov);
+    for (int b = 0; b < n_bases; b++)
+        sgbd_snapshot_free(bases[b]);
+}
+
 static void test_snapshot_overlay_without_model_then_first_publish(void)
 {
     float f[FAKE_DC] = {0, 0, 0, 5};
@@ -750,6 +960,7 @@ int main(void)
     RUN(test_snapshot_overlay_immediate_effects);
     RUN(test_snapshot_rebase_keeps_only_unabsorbed);
     RUN(test_snapshot_overlay_counts_and_orders_edits);
+    RUN(test_snapshot_overlay_many_users_walk);
     RUN(test_snapshot_overlay_without_model_then_first_publish);
     RUN(test_snapshot_swap_under_concurrent_readers);
     RUN(test_snapshot_api_responses_consistent_under_swaps);
