@@ -242,33 +242,32 @@ static long merge_overlay(const struct sgbd_view *v, const float *q,
                           uint32_t skip, uint32_t *idx, float *score,
                           size_t n)
 {
-    size_t n_ov = sgbd_overlay_n_items(v->ov), dim = v->snap->dim;
+    const float *const *vecs;
+    const uint32_t *index;
+    size_t n_live = sgbd_overlay_live(v->ov, &vecs, &index);
+    size_t dim = v->snap->dim;
     struct sgbd_topk t;
-    int any = 0;
 
-    for (size_t e = 0; e < n_ov && !any; e++) {
-        const struct sgbd_overlay_item *it = sgbd_overlay_item_at(v->ov, e);
-        any = it->vec && !it->hidden;
-    }
-    if (!any)
+    if (n_live == 0)
         return (long)n;
     if (sgbd_topk_init(&t, k) != 0)
         return -ENOMEM;
     for (size_t j = 0; j < n; j++)
         sgbd_topk_push(&t, &score[j], 1, idx[j], NULL);
-    for (size_t e = 0; e < n_ov; e++) {
-        const struct sgbd_overlay_item *it = sgbd_overlay_item_at(v->ov, e);
+    for (size_t e = 0; e < n_live; e++) {
+        uint32_t i = index[e];
         float sc;
 
-        if (!it->vec || it->hidden || it->index == skip)
+        if (e + 4 < n_live)         /* the vectors are apart in memory */
+            __builtin_prefetch(vecs[e + 4]);
+        if (i == skip)
             continue;
-        sc = overlay_score(q, it->vec, dim, cosine);
+        sc = overlay_score(q, vecs[e], dim, cosine);
         if (sc < t.thr_score)
             continue;               /* the selection would refuse it */
-        if ((ex && user_excludes(ex, l, it->index)) ||
-            (!ex && has(l->idx, l->n, it->index)))
+        if ((ex && user_excludes(ex, l, i)) || (!ex && has(l->idx, l->n, i)))
             continue;
-        sgbd_topk_push(&t, &sc, 1, it->index, NULL);
+        sgbd_topk_push(&t, &sc, 1, i, NULL);
     }
     n = sgbd_topk_finish(&t, idx, score);
     sgbd_topk_deinit(&t);

@@ -74,6 +74,29 @@ struct table {
  */
 #define USER_BUCKETS 256
 
+/*
+ * The items written since the base and what is derived from them. A
+ * derive that edits no item (interactions only, the common write) shares
+ * its overlay's part whole; one that does copies it.
+ */
+struct item_part {
+    atomic_int refs;
+    size_t n_items, cap_items;
+    struct ov_item **items;
+    struct table item_tab;
+    uint32_t *new_pos;              /* (n_index - base_items) positions */
+    uint64_t *base_mask;            /* ((I + 63) / 64) or NULL */
+    /* Entries edited since the base, by write_no ascending: readers find
+     * the edits after a given count without a pass over every entry. */
+    const struct sgbd_overlay_item **by_edit;
+    size_t n_edited;
+    /* The items a scored request must score (a vector, not hidden), in
+     * two flat arrays: one pass with no pointer chase through entries. */
+    size_t n_live;
+    const float **live_vec;         /* (n_live) */
+    uint32_t *live_index;           /* (n_live) */
+};
+
 struct user_bucket {
     atomic_int refs;
     int fresh;                      /* private to the derive in progress */
@@ -89,24 +112,16 @@ struct sgbd_overlay {
     uint32_t n_index;               /* I + items new since the base */
     size_t dim;                     /* D of the base, 0: none */
 
-    size_t n_items, cap_items;
-    struct ov_item **items;
-    struct table item_tab;
-    uint32_t *new_pos;              /* (n_index - base_items) positions */
+    struct item_part *ip;
 
     size_t n_users;                 /* users with interactions since it */
     size_t n_unresolved_users;      /* of them, with an item nobody knew */
     struct user_bucket *bucket[USER_BUCKETS];
 
-    uint64_t *base_mask;            /* ((I + 63) / 64) or NULL */
     uint64_t n_pairs;
     uint64_t last_seq;
     uint64_t publications;          /* rebases since the empty overlay */
     uint64_t item_writes;           /* item edits since then */
-    /* Entries edited since the base, by write_no ascending: readers find
-     * the edits after a given count without a pass over every entry. */
-    const struct sgbd_overlay_item **by_edit;
-    size_t n_edited;
 };
 
 /* ---- entries ---- */
@@ -240,8 +255,8 @@ static struct ov_user *user_copy(const struct ov_user *u, uint64_t min_seq)
 static const char *item_key(const struct sgbd_overlay *ov, uint32_t pos,
                             size_t *len)
 {
-    *len = ov->items[pos]->id_len;
-    return ov->items[pos]->id;
+    *len = ov->ip->items[pos]->id_len;
+    return ov->ip->items[pos]->id;
 }
 
 typedef const char *(*key_fn)(const struct sgbd_overlay *, uint32_t,
@@ -390,36 +405,73 @@ static int bucket_for_write(struct sgbd_overlay *ov, uint64_t h,
 
 /* ---- overlay lifetime ---- */
 
+static void item_part_unref(struct item_part *ip)
+{
+    if (!ip || atomic_fetch_sub(&ip->refs, 1) != 1)
+        return;
+    for (size_t k = 0; k < ip->n_items; k++)
+        item_unref(ip->items[k]);
+    free(ip->items);
+    free(ip->item_tab.slot);
+    free(ip->new_pos);
+    free(ip->base_mask);
+    free(ip->by_edit);
+    free(ip->live_vec);
+    free(ip->live_index);
+    free(ip);
+}
+
 void sgbd_overlay_unref(struct sgbd_overlay *ov)
 {
     if (!ov || atomic_fetch_sub(&ov->refs, 1) != 1)
         return;
-    for (size_t k = 0; k < ov->n_items; k++)
-        item_unref(ov->items[k]);
+    item_part_unref(ov->ip);
     for (size_t b = 0; b < USER_BUCKETS; b++)
         bucket_unref(ov->bucket[b]);
-    free(ov->items);
-    free(ov->item_tab.slot);
-    free(ov->new_pos);
-    free(ov->base_mask);
-    free(ov->by_edit);
     free(ov);
 }
 
+/* What a new overlay takes of the one it is made from. */
+enum share {
+    SHARE_NOTHING,                  /* a rebase: it re-adds what is left */
+    SHARE_ENTRIES,                  /* a derive that edits items */
+    SHARE_ITEMS,                    /* a derive of interactions only */
+};
+
+/* ov->ip, a private item part with room for cap items, empty. */
+static int item_part_alloc(struct sgbd_overlay *ov, size_t cap)
+{
+    struct item_part *ip = calloc(1, sizeof(*ip));
+
+    if (!ip)
+        return -ENOMEM;
+    atomic_init(&ip->refs, 1);
+    ov->ip = ip;
+    ip->cap_items = cap ? cap : 1;
+    ip->items = malloc(ip->cap_items * sizeof(*ip->items));
+    ip->new_pos = malloc(ip->cap_items * sizeof(uint32_t));
+    if (!ip->items || !ip->new_pos ||
+        tab_build(&ip->item_tab, ip->cap_items) != 0)
+        return -ENOMEM;             /* the caller frees ov, and ip */
+    return 0;
+}
+
 /*
- * An unpublished overlay for base with room for the entries of old (NULL:
- * none) plus extra more of each kind. Entries of old are shared when
- * share is set (same base), else not copied at all (rebase re-adds).
+ * An unpublished overlay for base made from old (NULL: none), with room
+ * for extra more items and what share says of old's: for a derive, old's
+ * users' buckets, and its item part either whole or as a copy sharing
+ * the entries.
  */
 static int overlay_alloc(struct sgbd_overlay **out,
                          const struct sgbd_overlay *old,
                          const struct sgbd_snapshot *base, size_t extra,
-                         int share)
+                         enum share share)
 {
     struct sgbd_overlay *ov = calloc(1, sizeof(*ov));
-    size_t ni = (old ? old->n_items : 0) + extra;
     int rc = -ENOMEM;
 
+    if (!old)
+        share = SHARE_NOTHING;
     if (!ov)
         return -ENOMEM;
     atomic_init(&ov->refs, 1);
@@ -428,30 +480,35 @@ static int overlay_alloc(struct sgbd_overlay **out,
     ov->base_items = base ? base->n_items : 0;
     ov->n_index = ov->base_items;
     ov->dim = base ? base->dim : 0;
-    ov->cap_items = ni ? ni : 1;
-    ov->items = malloc(ov->cap_items * sizeof(*ov->items));
-    ov->new_pos = malloc(ov->cap_items * sizeof(uint32_t));
-    if (!ov->items || !ov->new_pos)
-        goto out;
-    if (tab_build(&ov->item_tab, ov->cap_items) != 0)
-        goto out;
+    if (share == SHARE_ITEMS) {
+        ov->ip = old->ip;
+        atomic_fetch_add(&old->ip->refs, 1);
+    } else if (item_part_alloc(ov, (old ? old->ip->n_items : 0) + extra) !=
+               0) {
+        goto out;                   /* a rebase re-adds at most old's */
+    }
     rc = 0;
     if (old) {
         ov->publications = old->publications;
         ov->item_writes = old->item_writes;
     }
-    if (!share || !old)
+    if (share == SHARE_NOTHING)
         goto out;
 
     ov->n_index = old->n_index;
     ov->n_pairs = old->n_pairs;
     ov->last_seq = old->last_seq;
-    memcpy(ov->new_pos, old->new_pos,
-           (old->n_index - old->base_items) * sizeof(uint32_t));
-    for (size_t k = 0; k < old->n_items; k++) {
-        ov->items[ov->n_items] = old->items[k];
-        atomic_fetch_add(&old->items[k]->refs, 1);
-        tab_insert(ov, &ov->item_tab, item_key, (uint32_t)ov->n_items++);
+    if (share == SHARE_ENTRIES) {
+        struct item_part *ip = ov->ip;
+
+        memcpy(ip->new_pos, old->ip->new_pos,
+               (old->n_index - old->base_items) * sizeof(uint32_t));
+        for (size_t k = 0; k < old->ip->n_items; k++) {
+            ip->items[ip->n_items] = old->ip->items[k];
+            atomic_fetch_add(&old->ip->items[k]->refs, 1);
+            tab_insert(ov, &ip->item_tab, item_key,
+                       (uint32_t)ip->n_items++);
+        }
     }
     ov->n_users = old->n_users;
     ov->n_unresolved_users = old->n_unresolved_users;
@@ -468,7 +525,7 @@ out:
 
 int sgbd_overlay_new_empty(struct sgbd_overlay **out)
 {
-    return overlay_alloc(out, NULL, NULL, 0, 0);
+    return overlay_alloc(out, NULL, NULL, 0, SHARE_NOTHING);
 }
 
 /* ---- cold-start embedding ---- */
@@ -548,9 +605,9 @@ static int item_for_write(struct sgbd_overlay *ov,
                           struct ov_item **out)
 {
     size_t len = strlen(id);
-    size_t at = tab_slot(ov, &ov->item_tab, item_key, id, len);
-    uint32_t pos = ov->item_tab.slot[at], idx;
-    struct ov_item *e, *old = pos == EMPTY ? NULL : ov->items[pos];
+    size_t at = tab_slot(ov, &ov->ip->item_tab, item_key, id, len);
+    uint32_t pos = ov->ip->item_tab.slot[at], idx;
+    struct ov_item *e, *old = pos == EMPTY ? NULL : ov->ip->items[pos];
 
     if (old && old->fresh)
         return *out = old, 0;
@@ -570,7 +627,7 @@ static int item_for_write(struct sgbd_overlay *ov,
         }
         if (old->vec)
             memcpy(e->vec, old->vec, ov->dim * sizeof(float));
-        ov->items[pos] = e;
+        ov->ip->items[pos] = e;
         item_unref(old);
     } else {
         if (base && sgbd_snapshot_item_index(base, id, len, &idx) == 0) {
@@ -578,11 +635,11 @@ static int item_for_write(struct sgbd_overlay *ov,
             e->hidden = sgbd_snapshot_hidden(base, idx);
         } else {
             e->index = ov->n_index++;
-            ov->new_pos[e->index - ov->base_items] = (uint32_t)ov->n_items;
+            ov->ip->new_pos[e->index - ov->base_items] = (uint32_t)ov->ip->n_items;
         }
-        pos = (uint32_t)ov->n_items++;
-        ov->items[pos] = e;
-        ov->item_tab.slot[at] = pos;
+        pos = (uint32_t)ov->ip->n_items++;
+        ov->ip->items[pos] = e;
+        ov->ip->item_tab.slot[at] = pos;
     }
     *out = e;
     return 0;
@@ -676,11 +733,11 @@ static uint32_t resolve_index(const struct sgbd_overlay *ov,
                               const char *id)
 {
     size_t len = strlen(id);
-    size_t at = tab_slot(ov, &ov->item_tab, item_key, id, len);
+    size_t at = tab_slot(ov, &ov->ip->item_tab, item_key, id, len);
     uint32_t idx;
 
-    if (ov->item_tab.slot[at] != EMPTY)
-        return ov->items[ov->item_tab.slot[at]]->index;
+    if (ov->ip->item_tab.slot[at] != EMPTY)
+        return ov->ip->items[ov->ip->item_tab.slot[at]]->index;
     if (base && sgbd_snapshot_item_index(base, id, len, &idx) == 0)
         return idx;
     return EMPTY;
@@ -773,41 +830,59 @@ static int finish_bucket(struct sgbd_overlay *ov,
     return 0;
 }
 
-/*
- * Users resolved, items' public views set, base mask recomputed. Shared
- * users are left alone unless an item created now can resolve one of
- * their older interactions; then they are copied first.
- */
-static int overlay_finish(struct sgbd_overlay *ov,
-                          const struct sgbd_snapshot *base,
-                          uint32_t old_n_index)
+/* A private item part's public views set, live items gathered and base
+ * mask computed. */
+static int finish_items(struct sgbd_overlay *ov,
+                        const struct sgbd_snapshot *base)
 {
     size_t words = ((size_t)ov->base_items + 63) / 64;
+    struct item_part *ip = ov->ip;
     int touches_base = 0;
-    int rescan = ov->n_index != old_n_index && ov->n_unresolved_users > 0;
 
-    for (size_t k = 0; k < ov->n_items; k++) {
-        if (ov->items[k]->fresh)
-            finish_item(base, ov->items[k]);
-        touches_base |= ov->items[k]->index < ov->base_items;
-    }
-    for (size_t b = 0; b < USER_BUCKETS; b++) {
-        int rc = finish_bucket(ov, base, b, rescan);
-        if (rc != 0)
-            return rc;
+    ip->live_vec = malloc((ip->n_items + 1) * sizeof(*ip->live_vec));
+    ip->live_index = malloc((ip->n_items + 1) * sizeof(*ip->live_index));
+    if (!ip->live_vec || !ip->live_index)
+        return -ENOMEM;
+    for (size_t k = 0; k < ip->n_items; k++) {
+        const struct sgbd_overlay_item *it = &ip->items[k]->pub;
+
+        if (ip->items[k]->fresh)
+            finish_item(base, ip->items[k]);
+        touches_base |= it->index < ov->base_items;
+        if (it->vec && !it->hidden) {
+            ip->live_vec[ip->n_live] = it->vec;
+            ip->live_index[ip->n_live++] = it->index;
+        }
     }
     if (!touches_base || !base)
         return 0;
-    ov->base_mask = malloc(words * sizeof(uint64_t) + 8);
-    if (!ov->base_mask)
+    ip->base_mask = malloc(words * sizeof(uint64_t) + 8);
+    if (!ip->base_mask)
         return -ENOMEM;
-    memcpy(ov->base_mask, base->hidden, words * sizeof(uint64_t));
-    for (size_t k = 0; k < ov->n_items; k++) {
-        uint32_t i = ov->items[k]->index;
+    memcpy(ip->base_mask, base->hidden, words * sizeof(uint64_t));
+    for (size_t k = 0; k < ip->n_items; k++) {
+        uint32_t i = ip->items[k]->index;
         if (i < ov->base_items)
-            ov->base_mask[i >> 6] |= 1ULL << (i & 63);
+            ip->base_mask[i >> 6] |= 1ULL << (i & 63);
     }
     return 0;
+}
+
+/*
+ * Users resolved and, unless the item part is shared, items finished.
+ * Shared users are left alone unless an item created now can resolve one
+ * of their older interactions; then they are copied first.
+ */
+static int overlay_finish(struct sgbd_overlay *ov,
+                          const struct sgbd_snapshot *base,
+                          uint32_t old_n_index, int items_shared)
+{
+    int rescan = ov->n_index != old_n_index && ov->n_unresolved_users > 0;
+    int rc = items_shared ? 0 : finish_items(ov, base);
+
+    for (size_t b = 0; rc == 0 && b < USER_BUCKETS; b++)
+        rc = finish_bucket(ov, base, b, rescan);
+    return rc;
 }
 
 static int cmp_write_no(const void *a, const void *b)
@@ -817,26 +892,27 @@ static int cmp_write_no(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* ov->by_edit: a copy of same's when no item was edited since it (the
+/* ov->ip->by_edit: a copy of same's when no item was edited since it (the
  * entries are shared then), else gathered and sorted anew. */
 static int index_edits(struct sgbd_overlay *ov,
                        const struct sgbd_overlay *same)
 {
-    size_t n = same ? same->n_edited : ov->n_items;
+    struct item_part *ip = ov->ip;
+    size_t n = same ? same->ip->n_edited : ip->n_items;
 
-    ov->by_edit = malloc((n ? n : 1) * sizeof(*ov->by_edit));
-    if (!ov->by_edit)
+    ip->by_edit = malloc((n ? n : 1) * sizeof(*ip->by_edit));
+    if (!ip->by_edit)
         return -ENOMEM;
     if (same) {
         if (n)
-            memcpy(ov->by_edit, same->by_edit, n * sizeof(*ov->by_edit));
-        ov->n_edited = n;
+            memcpy(ip->by_edit, same->ip->by_edit, n * sizeof(*ip->by_edit));
+        ip->n_edited = n;
         return 0;
     }
-    for (size_t k = 0; k < ov->n_items; k++)
-        if (ov->items[k]->pub.write_no > 0)
-            ov->by_edit[ov->n_edited++] = &ov->items[k]->pub;
-    qsort(ov->by_edit, ov->n_edited, sizeof(*ov->by_edit), cmp_write_no);
+    for (size_t k = 0; k < ip->n_items; k++)
+        if (ip->items[k]->pub.write_no > 0)
+            ip->by_edit[ip->n_edited++] = &ip->items[k]->pub;
+    qsort(ip->by_edit, ip->n_edited, sizeof(*ip->by_edit), cmp_write_no);
     return 0;
 }
 
@@ -846,15 +922,19 @@ int sgbd_overlay_derive(struct sgbd_overlay **out,
                         const struct sgbd_overlay_edit *edits, size_t n)
 {
     uint64_t absorbed = base ? base->absorbed_seq : 0;
+    enum share share = SHARE_ITEMS;
     struct sgbd_overlay *ov = NULL;
     int rc;
 
-    for (size_t k = 0; k < n; k++)
+    for (size_t k = 0; k < n; k++) {
         if (!edits[k].item_id || !edits[k].item_id[0] ||
             (edits[k].op == SGBD_OVERLAY_SEEN &&
              (!edits[k].user_id || !edits[k].user_id[0])))
             return sgbd_errf(SGBD_E_FORMAT, "overlay edit %zu has no id", k);
-    rc = overlay_alloc(&ov, old, base, n, 1);
+        if (edits[k].op != SGBD_OVERLAY_SEEN && edits[k].seq > absorbed)
+            share = SHARE_ENTRIES;
+    }
+    rc = overlay_alloc(&ov, old, base, n, share);
     if (rc != 0)
         return rc;
     for (size_t k = 0; k < n && rc == 0; k++) {
@@ -865,8 +945,8 @@ int sgbd_overlay_derive(struct sgbd_overlay **out,
             ov->last_seq = edits[k].seq;
     }
     if (rc == 0)
-        rc = overlay_finish(ov, base, old->n_index);
-    if (rc == 0)
+        rc = overlay_finish(ov, base, old->n_index, share == SHARE_ITEMS);
+    if (rc == 0 && share == SHARE_ENTRIES)
         rc = index_edits(ov, ov->item_writes == old->item_writes ? old
                                                                  : NULL);
     if (rc != 0) {
@@ -928,13 +1008,13 @@ int sgbd_overlay_rebase(struct sgbd_overlay **out,
                         const struct sgbd_snapshot *base)
 {
     struct sgbd_overlay *ov = NULL;
-    int rc = overlay_alloc(&ov, old, base, 0, 0);
+    int rc = overlay_alloc(&ov, old, base, 0, SHARE_NOTHING);
 
     if (rc == 0)
         ov->publications++;
-    for (size_t k = 0; rc == 0 && k < old->n_items; k++)
-        if (old->items[k]->seq > base->absorbed_seq)
-            rc = rebase_item(ov, base, old->items[k]);
+    for (size_t k = 0; rc == 0 && k < old->ip->n_items; k++)
+        if (old->ip->items[k]->seq > base->absorbed_seq)
+            rc = rebase_item(ov, base, old->ip->items[k]);
     for (size_t b = 0; rc == 0 && b < USER_BUCKETS; b++)
         for (size_t k = 0; rc == 0 && old->bucket[b] &&
                            k < old->bucket[b]->n; k++)
@@ -942,7 +1022,7 @@ int sgbd_overlay_rebase(struct sgbd_overlay **out,
                              base->absorbed_seq);
     if (rc == 0) {
         ov->last_seq = old->last_seq;
-        rc = overlay_finish(ov, base, 0);
+        rc = overlay_finish(ov, base, 0, 0);
     }
     if (rc != 0) {
         if (ov)
@@ -962,27 +1042,35 @@ uint32_t sgbd_overlay_n_index(const struct sgbd_overlay *ov)
 
 const uint64_t *sgbd_overlay_base_mask(const struct sgbd_overlay *ov)
 {
-    return ov->base_mask;
+    return ov->ip->base_mask;
+}
+
+size_t sgbd_overlay_live(const struct sgbd_overlay *ov,
+                         const float *const **vecs, const uint32_t **index)
+{
+    *vecs = ov->ip->live_vec;
+    *index = ov->ip->live_index;
+    return ov->ip->n_live;
 }
 
 size_t sgbd_overlay_n_items(const struct sgbd_overlay *ov)
 {
-    return ov->n_items;
+    return ov->ip->n_items;
 }
 
 const struct sgbd_overlay_item *sgbd_overlay_item_at(
     const struct sgbd_overlay *ov, size_t k)
 {
-    return &ov->items[k]->pub;
+    return &ov->ip->items[k]->pub;
 }
 
 const struct sgbd_overlay_item *sgbd_overlay_find_item(
     const struct sgbd_overlay *ov, const char *id, size_t len)
 {
-    size_t at = tab_slot(ov, &ov->item_tab, item_key, id, len);
-    uint32_t pos = ov->item_tab.slot[at];
+    size_t at = tab_slot(ov, &ov->ip->item_tab, item_key, id, len);
+    uint32_t pos = ov->ip->item_tab.slot[at];
 
-    return pos == EMPTY ? NULL : &ov->items[pos]->pub;
+    return pos == EMPTY ? NULL : &ov->ip->items[pos]->pub;
 }
 
 int sgbd_overlay_user_seen(const struct sgbd_overlay *ov, const char *id,
@@ -1000,7 +1088,7 @@ int sgbd_overlay_user_seen(const struct sgbd_overlay *ov, const char *id,
 void sgbd_overlay_pending(const struct sgbd_overlay *ov, uint64_t *items,
                           uint64_t *interactions)
 {
-    *items = ov->n_items;
+    *items = ov->ip->n_items;
     *interactions = ov->n_pairs;
 }
 
@@ -1017,20 +1105,20 @@ struct sgbd_overlay_stamp sgbd_overlay_stamp(const struct sgbd_overlay *ov)
 size_t sgbd_overlay_edited_since(const struct sgbd_overlay *ov, uint64_t n,
                                  const struct sgbd_overlay_item *const **out)
 {
-    size_t lo = 0, hi = ov->n_edited;
+    size_t lo = 0, hi = ov->ip->n_edited;
 
     *out = NULL;
     if (hi == 0)
         return 0;                   /* none since the base (by_edit NULL) */
     while (lo < hi) {               /* the first entry edited after n */
         size_t mid = lo + (hi - lo) / 2;
-        if (ov->by_edit[mid]->write_no <= n)
+        if (ov->ip->by_edit[mid]->write_no <= n)
             lo = mid + 1;
         else
             hi = mid;
     }
-    *out = ov->by_edit + lo;
-    return ov->n_edited - lo;
+    *out = ov->ip->by_edit + lo;
+    return ov->ip->n_edited - lo;
 }
 
 uint64_t sgbd_overlay_user_writes(const struct sgbd_overlay *ov,
@@ -1071,5 +1159,5 @@ const char *sgbd_overlay_item_id(const struct sgbd_snapshot *snap,
         return snap ? sgbd_snapshot_item_id(snap, idx) : NULL;
     if (idx >= ov->n_index)
         return NULL;
-    return ov->items[ov->new_pos[idx - ov->base_items]]->id;
+    return ov->ip->items[ov->ip->new_pos[idx - ov->base_items]]->id;
 }

@@ -334,6 +334,8 @@ static void test_snapshot_overlay_counts_and_orders_edits(void)
 struct walk_model {
     uint64_t new_seq[WALK_MAX_NEW]; /* latest write of n<k>, 0: not made */
     int new_pos[WALK_MAX_NEW];      /* its index - I, in creation order */
+    char new_feat[WALK_MAX_NEW];    /* features written: a vector */
+    char new_hidden[WALK_MAX_NEW];
     int n_made;
     int pair_user[WALK_MAX_PAIRS], pair_item[WALK_MAX_PAIRS]; /* item < 0:
                                       new item -item - 1 */
@@ -404,6 +406,33 @@ static int walk_agrees(const struct sgbd_overlay *ov,
     return 1;
 }
 
+/* 1 when ov's live items (what a scored request adds) are m's: the new
+ * items with features that are not hidden. */
+static int walk_live_agrees(const struct sgbd_overlay *ov,
+                            const struct walk_model *m)
+{
+    const float *const *vecs;
+    const uint32_t *index;
+    size_t n = sgbd_overlay_live(ov, &vecs, &index), want = 0;
+    char seen[WALK_MAX_NEW] = {0};
+
+    for (int k = 0; k < WALK_MAX_NEW; k++)
+        want += m->new_seq[k] && m->new_feat[k] && !m->new_hidden[k];
+    if (n != want)
+        return 0;
+    for (size_t j = 0; j < n; j++) {
+        int k = 0;
+        while (k < WALK_MAX_NEW && !(m->new_seq[k] &&
+                                     (uint32_t)(WALK_ITEMS + m->new_pos[k]) ==
+                                         index[j]))
+            k++;
+        if (k == WALK_MAX_NEW || !m->new_feat[k] || m->new_hidden[k] ||
+            seen[k]++ || !vecs[j])
+            return 0;
+    }
+    return 1;
+}
+
 /* Hold ov (as model m said) as the newest of the kept overlays. */
 static void walk_keep(struct sgbd_overlay **kept, struct walk_model *kept_m,
                       struct sgbd_overlay *ov, const struct walk_model *m)
@@ -427,6 +456,8 @@ static void walk_absorb(struct walk_model *m, uint64_t absorbed)
         for (int k = 0; k < WALK_MAX_NEW; k++)
             if (m->new_seq[k] > absorbed && m->new_pos[k] == pos) {
                 left.new_seq[k] = m->new_seq[k];
+                left.new_feat[k] = m->new_feat[k];
+                left.new_hidden[k] = m->new_hidden[k];
                 left.new_pos[k] = left.n_made++;
             }
     for (int p = 0; p < m->n_pairs; p++)
@@ -440,15 +471,20 @@ static void walk_absorb(struct walk_model *m, uint64_t absorbed)
 
 /*
  * A random walk of derives (interactions of thousands of users, some with
- * items nobody knows yet and made later) and two rebases. After every
- * step the newest overlay, and the last WALK_KEEP ones, still held,
- * answer as the model did when each was made: a derive shares the user
- * buckets it does not touch and must change none of them.
+ * items nobody knows yet and made later; puts and deletes of new items)
+ * and two rebases. After every step the newest overlay, and the last
+ * WALK_KEEP ones, still held, answer as the model did when each was
+ * made, for users and for the items a scored request adds: a derive
+ * shares the user buckets it does not touch, and a derive of
+ * interactions only shares the items whole, and must change none of
+ * them.
  */
 static void test_snapshot_overlay_many_users_walk(void)
 {
     static struct walk_model m, kept_m[WALK_KEEP];
     static struct sgbd_overlay_edit ed[2048];
+    float f[FAKE_DC] = {1, 2, 3, 4};
+    struct sgbd_item_features feat = {1, {{"image", FAKE_DC, f}}};
     static char item_ids[2048][16], user_ids[2048][16];
     struct sgbd_overlay *ov0, *ov, *next, *kept[WALK_KEEP] = {0};
     struct sgbd_snapshot *bases[3] = {make_versioned(2, 3, WALK_ITEMS, 4)};
@@ -487,12 +523,18 @@ static void test_snapshot_overlay_many_users_walk(void)
                 m.pair_item[m.n_pairs] = it;
                 m.pair_seq[m.n_pairs++] = seq;
             } else {
+                /* a put with features, one without (the vector stays),
+                 * or a delete; any of them makes an item not made yet */
                 it = (int)(sgbd_rng_u64(&r) % WALK_MAX_NEW);
                 snprintf(item_ids[e], 16, "n%d", it);
-                ed[e].op = SGBD_OVERLAY_PUT_ITEM; /* no features: no vector */
+                ed[e].op = x % 3 == 2 ? SGBD_OVERLAY_DELETE_ITEM
+                                      : SGBD_OVERLAY_PUT_ITEM;
+                ed[e].feat = x % 3 == 0 ? &feat : NULL;
                 if (!m.new_seq[it])
                     m.new_pos[it] = m.n_made++;
                 m.new_seq[it] = seq;
+                m.new_feat[it] |= x % 3 == 0;
+                m.new_hidden[it] = x % 3 == 2;
             }
         }
         if (sgbd_overlay_derive(&next, ov, bases[n_bases - 1], ed,
@@ -516,11 +558,14 @@ static void test_snapshot_overlay_many_users_walk(void)
         for (int u = 0; u < WALK_USERS && !bad; u += step % 40 ? 97 : 1)
             bad |= !walk_agrees(ov, &m, u);
         sgbd_overlay_pending(ov, &pi, &pn);
-        bad |= pn != (uint64_t)m.n_pairs;
-        for (int k = 0; k < WALK_KEEP && kept[k] && !bad; k++)
+        bad |= pn != (uint64_t)m.n_pairs || pi != (uint64_t)m.n_made;
+        bad |= !walk_live_agrees(ov, &m);
+        for (int k = 0; k < WALK_KEEP && kept[k] && !bad; k++) {
+            bad |= !walk_live_agrees(kept[k], &kept_m[k]);
             for (int j = 0; j < WALK_PROBES && !bad; j++)
                 bad |= !walk_agrees(kept[k], &kept_m[k],
                                     (j * 131 + step * 7) % WALK_USERS);
+        }
         if (bad)
             fprintf(stderr, "  overlay walk: disagrees at step %d\n", step);
     }

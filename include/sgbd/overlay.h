@@ -122,6 +122,14 @@ size_t sgbd_overlay_n_items(const struct sgbd_overlay *ov);
 const struct sgbd_overlay_item *sgbd_overlay_item_at(
     const struct sgbd_overlay *ov, size_t k);
 
+/*
+ * The items a scored request must consider besides the base pass: those
+ * with a vector that are not hidden, as (*vecs)[j] (D) for view index
+ * (*index)[j], j below the count returned, in no particular order.
+ */
+size_t sgbd_overlay_live(const struct sgbd_overlay *ov,
+                         const float *const **vecs, const uint32_t **index);
+
 /* The overlay entry of item id (len bytes), or NULL. */
 const struct sgbd_overlay_item *sgbd_overlay_find_item(
     const struct sgbd_overlay *ov, const char *id, size_t len);
