@@ -1058,12 +1058,6 @@ size_t sgbd_overlay_n_items(const struct sgbd_overlay *ov)
     return ov->ip->n_items;
 }
 
-const struct sgbd_overlay_item *sgbd_overlay_item_at(
-    const struct sgbd_overlay *ov, size_t k)
-{
-    return &ov->ip->items[k]->pub;
-}
-
 const struct sgbd_overlay_item *sgbd_overlay_find_item(
     const struct sgbd_overlay *ov, const char *id, size_t len)
 {

@@ -117,10 +117,8 @@ uint32_t sgbd_overlay_n_index(const struct sgbd_overlay *ov);
  */
 const uint64_t *sgbd_overlay_base_mask(const struct sgbd_overlay *ov);
 
-/* Items written since the base, in no particular order: k < n_items. */
+/* Items written since the base (entries, hidden ones included). */
 size_t sgbd_overlay_n_items(const struct sgbd_overlay *ov);
-const struct sgbd_overlay_item *sgbd_overlay_item_at(
-    const struct sgbd_overlay *ov, size_t k);
 
 /*
  * The items a scored request must consider besides the base pass: those
