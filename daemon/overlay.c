@@ -44,6 +44,7 @@ struct ov_item {
     struct feat_blob *feat;         /* NULL: no features written */
     float *vec;                     /* (D) cold-start vector, owned */
     struct sgbd_overlay_item pub;   /* filled by finish */
+    uint64_t hash;                  /* of id, under the slot's one seed */
 };
 
 struct ov_user {
@@ -57,6 +58,7 @@ struct ov_user {
     uint32_t *idx;                  /* (n_idx) sorted unique view indices */
     size_t n_idx;
     size_t n_unresolved;            /* items neither side knew */
+    uint64_t hash;                  /* of id, under the slot's one seed */
 };
 
 /* Open addressing: slot holds a position in the entry array. */
@@ -122,6 +124,15 @@ struct sgbd_overlay {
     uint64_t last_seq;
     uint64_t publications;          /* rebases since the empty overlay */
     uint64_t item_writes;           /* item edits since then */
+    struct edit_log *log;           /* while a derive runs, else NULL */
+};
+
+/* What a derive did to the item entries, for index_edits. */
+struct edit_log {
+    struct ov_item **made;          /* (n_made) fresh entries, edited */
+    uint64_t *replaced;             /* (n_replaced) write_no of the entries
+                                       they replaced, where above 0 */
+    size_t n_made, n_replaced;
 };
 
 /* ---- entries ---- */
@@ -169,7 +180,7 @@ static void item_unref(struct ov_item *e)
     free(e);
 }
 
-static struct ov_item *item_new(const char *id, size_t len)
+static struct ov_item *item_new(const char *id, size_t len, uint64_t hash)
 {
     struct ov_item *e = calloc(1, sizeof(*e));
 
@@ -180,6 +191,7 @@ static struct ov_item *item_new(const char *id, size_t len)
     memcpy(e->id, id, len);
     e->id[len] = '\0';
     e->id_len = len;
+    e->hash = hash;
     atomic_init(&e->refs, 1);
     e->fresh = 1;
     return e;
@@ -198,7 +210,7 @@ static void user_unref(struct ov_user *u)
     free(u);
 }
 
-static struct ov_user *user_new(const char *id, size_t len)
+static struct ov_user *user_new(const char *id, size_t len, uint64_t hash)
 {
     struct ov_user *u = calloc(1, sizeof(*u));
 
@@ -209,6 +221,7 @@ static struct ov_user *user_new(const char *id, size_t len)
     memcpy(u->id, id, len);
     u->id[len] = '\0';
     u->id_len = len;
+    u->hash = hash;
     atomic_init(&u->refs, 1);
     u->fresh = 1;
     return u;
@@ -238,7 +251,7 @@ static int user_add(struct ov_user *u, const char *item, uint64_t seq)
 /* A private copy of u keeping only interactions with seq > min_seq. */
 static struct ov_user *user_copy(const struct ov_user *u, uint64_t min_seq)
 {
-    struct ov_user *c = user_new(u->id, u->id_len);
+    struct ov_user *c = user_new(u->id, u->id_len, u->hash);
 
     if (!c)
         return NULL;
@@ -252,31 +265,30 @@ static struct ov_user *user_copy(const struct ov_user *u, uint64_t min_seq)
 
 /* ---- tables ---- */
 
-static const char *item_key(const struct sgbd_overlay *ov, uint32_t pos,
-                            size_t *len)
+/* Every overlay of a slot descends from one empty overlay and keeps its
+ * seed, so an entry's hash, taken once, holds in every table it enters:
+ * copying a table costs no rehash of the ids. */
+static uint64_t id_hash(const struct sgbd_overlay *ov, const char *id,
+                        size_t len)
 {
-    *len = ov->ip->items[pos]->id_len;
-    return ov->ip->items[pos]->id;
+    return sgbd_snapshot_hash_id(id, len, ov->seed);
 }
 
-typedef const char *(*key_fn)(const struct sgbd_overlay *, uint32_t,
-                              size_t *);
-
-/* Slot of id: its entry, or the empty slot where it would go. */
-static size_t tab_slot(const struct sgbd_overlay *ov, const struct table *t,
-                       key_fn key, const char *id, size_t len)
+/* Slot of id (hash h) in the item table: its entry's position, or the
+ * empty slot where it would go. */
+static size_t item_slot(const struct sgbd_overlay *ov, uint64_t h,
+                        const char *id, size_t len)
 {
-    size_t at = sgbd_snapshot_hash_id(id, len, ov->seed) & t->mask;
+    const struct table *t = &ov->ip->item_tab;
 
-    for (;; at = (at + 1) & t->mask) {
+    for (size_t at = h & t->mask;; at = (at + 1) & t->mask) {
         uint32_t pos = t->slot[at];
-        const char *k;
-        size_t klen;
+        const struct ov_item *e;
 
         if (pos == EMPTY)
             return at;
-        k = key(ov, pos, &klen);
-        if (klen == len && memcmp(k, id, len) == 0)
+        e = ov->ip->items[pos];
+        if (e->id_len == len && memcmp(e->id, id, len) == 0)
             return at;
     }
 }
@@ -296,22 +308,7 @@ static int tab_build(struct table *t, size_t n)
     return 0;
 }
 
-static void tab_insert(struct sgbd_overlay *ov, struct table *t, key_fn key,
-                       uint32_t pos)
-{
-    size_t len;
-    const char *id = key(ov, pos, &len);
-
-    t->slot[tab_slot(ov, t, key, id, len)] = pos;
-}
-
 /* ---- user buckets ---- */
-
-static uint64_t user_hash(const struct sgbd_overlay *ov, const char *id,
-                          size_t len)
-{
-    return sgbd_snapshot_hash_id(id, len, ov->seed);
-}
 
 static void bucket_unref(struct user_bucket *b)
 {
@@ -344,7 +341,7 @@ static size_t bucket_slot(const struct user_bucket *b, uint64_t h,
 static const struct ov_user *find_user(const struct sgbd_overlay *ov,
                                        const char *id, size_t len)
 {
-    uint64_t h = user_hash(ov, id, len);
+    uint64_t h = id_hash(ov, id, len);
     const struct user_bucket *b = ov->bucket[h >> 56];
     uint32_t pos;
 
@@ -378,8 +375,7 @@ static struct user_bucket *bucket_new(const struct sgbd_overlay *ov,
 
         atomic_fetch_add(&u->refs, 1);
         b->users[k] = u;
-        b->tab.slot[bucket_slot(b, user_hash(ov, u->id, u->id_len), u->id,
-                                u->id_len)] = (uint32_t)k;
+        b->tab.slot[bucket_slot(b, u->hash, u->id, u->id_len)] = (uint32_t)k;
     }
     b->n = n;
     return b;
@@ -506,8 +502,10 @@ static int overlay_alloc(struct sgbd_overlay **out,
         for (size_t k = 0; k < old->ip->n_items; k++) {
             ip->items[ip->n_items] = old->ip->items[k];
             atomic_fetch_add(&old->ip->items[k]->refs, 1);
-            tab_insert(ov, &ip->item_tab, item_key,
-                       (uint32_t)ip->n_items++);
+            const struct ov_item *e = old->ip->items[k];
+
+            ip->item_tab.slot[item_slot(ov, e->hash, e->id, e->id_len)] =
+                (uint32_t)ip->n_items++;
         }
     }
     ov->n_users = old->n_users;
@@ -605,13 +603,14 @@ static int item_for_write(struct sgbd_overlay *ov,
                           struct ov_item **out)
 {
     size_t len = strlen(id);
-    size_t at = tab_slot(ov, &ov->ip->item_tab, item_key, id, len);
+    uint64_t h = id_hash(ov, id, len);
+    size_t at = item_slot(ov, h, id, len);
     uint32_t pos = ov->ip->item_tab.slot[at], idx;
     struct ov_item *e, *old = pos == EMPTY ? NULL : ov->ip->items[pos];
 
     if (old && old->fresh)
         return *out = old, 0;
-    if (!(e = item_new(id, len)))
+    if (!(e = item_new(id, len, h)))
         return -ENOMEM;
     if (old) {
         e->index = old->index;
@@ -627,6 +626,8 @@ static int item_for_write(struct sgbd_overlay *ov,
         }
         if (old->vec)
             memcpy(e->vec, old->vec, ov->dim * sizeof(float));
+        if (ov->log && old->write_no > 0)
+            ov->log->replaced[ov->log->n_replaced++] = old->write_no;
         ov->ip->items[pos] = e;
         item_unref(old);
     } else {
@@ -641,6 +642,8 @@ static int item_for_write(struct sgbd_overlay *ov,
         ov->ip->items[pos] = e;
         ov->ip->item_tab.slot[at] = pos;
     }
+    if (ov->log)
+        ov->log->made[ov->log->n_made++] = e;
     *out = e;
     return 0;
 }
@@ -650,7 +653,7 @@ static int user_for_write(struct sgbd_overlay *ov, const char *id,
                           struct ov_user **out)
 {
     size_t len = strlen(id), at;
-    uint64_t h = user_hash(ov, id, len);
+    uint64_t h = id_hash(ov, id, len);
     const struct user_bucket *cur = ov->bucket[h >> 56];
     struct user_bucket *b;
     struct ov_user *u, *old;
@@ -667,7 +670,7 @@ static int user_for_write(struct sgbd_overlay *ov, const char *id,
     at = bucket_slot(b, h, id, len);
     pos = b->tab.slot[at];
     old = pos == EMPTY ? NULL : b->users[pos];
-    u = old ? user_copy(old, 0) : user_new(id, len);
+    u = old ? user_copy(old, 0) : user_new(id, len, h);
     if (!u)
         return -ENOMEM;
     if (old) {
@@ -733,7 +736,7 @@ static uint32_t resolve_index(const struct sgbd_overlay *ov,
                               const char *id)
 {
     size_t len = strlen(id);
-    size_t at = tab_slot(ov, &ov->ip->item_tab, item_key, id, len);
+    size_t at = item_slot(ov, id_hash(ov, id, len), id, len);
     uint32_t idx;
 
     if (ov->ip->item_tab.slot[at] != EMPTY)
@@ -892,27 +895,68 @@ static int cmp_write_no(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* ov->ip->by_edit: a copy of same's when no item was edited since it (the
- * entries are shared then), else gathered and sorted anew. */
-static int index_edits(struct sgbd_overlay *ov,
-                       const struct sgbd_overlay *same)
+static int cmp_u64(const void *a, const void *b)
 {
-    struct item_part *ip = ov->ip;
-    size_t n = same ? same->ip->n_edited : ip->n_items;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
 
-    ip->by_edit = malloc((n ? n : 1) * sizeof(*ip->by_edit));
+/* The first position of by (n, by write_no ascending) whose write_no is
+ * at least w, searching from lo. */
+static size_t first_from(const struct sgbd_overlay_item *const *by,
+                         size_t lo, size_t n, uint64_t w)
+{
+    size_t hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (by[mid]->write_no < w)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/*
+ * ov's by_edit from old's, without a sort of it: old's entries less the
+ * ones this derive replaced (log->replaced), then the entries it made,
+ * whose write_no are above all of old's, in their order.
+ */
+static int index_edits(struct sgbd_overlay *ov,
+                       const struct sgbd_overlay *old,
+                       struct edit_log *log)
+{
+    const struct item_part *op = old->ip;
+    struct item_part *ip = ov->ip;
+    size_t n = 0, from = 0, made;
+
+    ip->by_edit = malloc((op->n_edited + log->n_made + 1) *
+                         sizeof(*ip->by_edit));
     if (!ip->by_edit)
         return -ENOMEM;
-    if (same) {
-        if (n)
-            memcpy(ip->by_edit, same->ip->by_edit, n * sizeof(*ip->by_edit));
-        ip->n_edited = n;
-        return 0;
+    qsort(log->replaced, log->n_replaced, sizeof(uint64_t), cmp_u64);
+    for (size_t j = 0; j < log->n_replaced; j++) {
+        size_t at = first_from(op->by_edit, from, op->n_edited,
+                               log->replaced[j]);
+
+        if (at > from)
+            memcpy(ip->by_edit + n, op->by_edit + from,
+                   (at - from) * sizeof(*ip->by_edit));
+        n += at - from;
+        from = at + (at < op->n_edited &&
+                     op->by_edit[at]->write_no == log->replaced[j]);
     }
-    for (size_t k = 0; k < ip->n_items; k++)
-        if (ip->items[k]->pub.write_no > 0)
-            ip->by_edit[ip->n_edited++] = &ip->items[k]->pub;
-    qsort(ip->by_edit, ip->n_edited, sizeof(*ip->by_edit), cmp_write_no);
+    if (op->n_edited > from)        /* by_edit is NULL while none is */
+        memcpy(ip->by_edit + n, op->by_edit + from,
+               (op->n_edited - from) * sizeof(*ip->by_edit));
+    n += op->n_edited - from;
+    made = n;
+    for (size_t k = 0; k < log->n_made; k++)
+        if (log->made[k]->pub.write_no > 0)
+            ip->by_edit[n++] = &log->made[k]->pub;
+    qsort(ip->by_edit + made, n - made, sizeof(*ip->by_edit), cmp_write_no);
+    ip->n_edited = n;
     return 0;
 }
 
@@ -923,6 +967,7 @@ int sgbd_overlay_derive(struct sgbd_overlay **out,
 {
     uint64_t absorbed = base ? base->absorbed_seq : 0;
     enum share share = SHARE_ITEMS;
+    struct edit_log log = {0};
     struct sgbd_overlay *ov = NULL;
     int rc;
 
@@ -934,9 +979,16 @@ int sgbd_overlay_derive(struct sgbd_overlay **out,
         if (edits[k].op != SGBD_OVERLAY_SEEN && edits[k].seq > absorbed)
             share = SHARE_ENTRIES;
     }
-    rc = overlay_alloc(&ov, old, base, n, share);
-    if (rc != 0)
+    log.made = malloc((n + 1) * sizeof(*log.made));
+    log.replaced = malloc((n + 1) * sizeof(*log.replaced));
+    rc = log.made && log.replaced ? overlay_alloc(&ov, old, base, n, share)
+                                  : -ENOMEM;
+    if (rc != 0) {
+        free(log.made);
+        free(log.replaced);
         return rc;
+    }
+    ov->log = &log;
     for (size_t k = 0; k < n && rc == 0; k++) {
         if (edits[k].seq <= absorbed)
             continue; /* trained into the model already */
@@ -947,8 +999,10 @@ int sgbd_overlay_derive(struct sgbd_overlay **out,
     if (rc == 0)
         rc = overlay_finish(ov, base, old->n_index, share == SHARE_ITEMS);
     if (rc == 0 && share == SHARE_ENTRIES)
-        rc = index_edits(ov, ov->item_writes == old->item_writes ? old
-                                                                 : NULL);
+        rc = index_edits(ov, old, &log);
+    ov->log = NULL;
+    free(log.made);
+    free(log.replaced);
     if (rc != 0) {
         sgbd_overlay_unref(ov);
         return rc;
@@ -991,7 +1045,7 @@ static int rebase_user(struct sgbd_overlay *ov, const struct ov_user *u,
         user_unref(c);
         return 0;
     }
-    h = user_hash(ov, c->id, c->id_len);
+    h = c->hash;
     if ((rc = bucket_for_write(ov, h, &b)) != 0) {
         user_unref(c);
         return rc;
@@ -1061,7 +1115,7 @@ size_t sgbd_overlay_n_items(const struct sgbd_overlay *ov)
 const struct sgbd_overlay_item *sgbd_overlay_find_item(
     const struct sgbd_overlay *ov, const char *id, size_t len)
 {
-    size_t at = tab_slot(ov, &ov->ip->item_tab, item_key, id, len);
+    size_t at = item_slot(ov, id_hash(ov, id, len), id, len);
     uint32_t pos = ov->ip->item_tab.slot[at];
 
     return pos == EMPTY ? NULL : &ov->ip->items[pos]->pub;

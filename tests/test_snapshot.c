@@ -336,6 +336,9 @@ struct walk_model {
     int new_pos[WALK_MAX_NEW];      /* its index - I, in creation order */
     char new_feat[WALK_MAX_NEW];    /* features written: a vector */
     char new_hidden[WALK_MAX_NEW];
+    uint64_t new_edit[WALK_MAX_NEW]; /* the edit count after its last edit
+                                       since the base, 0: none */
+    uint64_t item_writes;           /* item edits, as the stamp counts */
     int n_made;
     int pair_user[WALK_MAX_PAIRS], pair_item[WALK_MAX_PAIRS]; /* item < 0:
                                       new item -item - 1 */
@@ -433,6 +436,32 @@ static int walk_live_agrees(const struct sgbd_overlay *ov,
     return 1;
 }
 
+/* 1 when ov's index of edits is m's: each new item edited since the base
+ * once, at its last edit, in the order of those edits. */
+static int walk_edits_agree(const struct sgbd_overlay *ov,
+                            const struct walk_model *m, uint64_t writes0)
+{
+    const struct sgbd_overlay_item *const *ed;
+    size_t n = sgbd_overlay_edited_since(ov, 0, &ed), want = 0;
+    char id[16];
+
+    if (sgbd_overlay_stamp(ov).item_writes != writes0 + m->item_writes)
+        return 0;
+    for (int k = 0; k < WALK_MAX_NEW; k++)
+        want += m->new_edit[k] > 0;
+    if (n != want)
+        return 0;
+    for (size_t j = 0; j < n; j++) {
+        int k = atoi(ed[j]->id + 1);
+        snprintf(id, sizeof(id), "n%d", k);
+        if (strcmp(id, ed[j]->id) != 0 || k >= WALK_MAX_NEW ||
+            writes0 + m->new_edit[k] != ed[j]->write_no ||
+            (j > 0 && ed[j - 1]->write_no >= ed[j]->write_no))
+            return 0;
+    }
+    return 1;
+}
+
 /* Hold ov (as model m said) as the newest of the kept overlays. */
 static void walk_keep(struct sgbd_overlay **kept, struct walk_model *kept_m,
                       struct sgbd_overlay *ov, const struct walk_model *m)
@@ -458,6 +487,7 @@ static void walk_absorb(struct walk_model *m, uint64_t absorbed)
                 left.new_seq[k] = m->new_seq[k];
                 left.new_feat[k] = m->new_feat[k];
                 left.new_hidden[k] = m->new_hidden[k];
+                /* a rebased entry has no edit since its new base */
                 left.new_pos[k] = left.n_made++;
             }
     for (int p = 0; p < m->n_pairs; p++)
@@ -466,6 +496,7 @@ static void walk_absorb(struct walk_model *m, uint64_t absorbed)
             left.pair_item[left.n_pairs] = m->pair_item[p];
             left.pair_seq[left.n_pairs++] = m->pair_seq[p];
         }
+    left.item_writes = m->item_writes;
     *m = left;
 }
 
@@ -474,7 +505,8 @@ static void walk_absorb(struct walk_model *m, uint64_t absorbed)
  * items nobody knows yet and made later; puts and deletes of new items)
  * and two rebases. After every step the newest overlay, and the last
  * WALK_KEEP ones, still held, answer as the model did when each was
- * made, for users and for the items a scored request adds: a derive
+ * made, for users, for the items a scored request adds and for the
+ * index of edits the answer cache reads: a derive
  * shares the user buckets it does not touch, and a derive of
  * interactions only shares the items whole, and must change none of
  * them.
@@ -489,13 +521,14 @@ static void test_snapshot_overlay_many_users_walk(void)
     struct sgbd_overlay *ov0, *ov, *next, *kept[WALK_KEEP] = {0};
     struct sgbd_snapshot *bases[3] = {make_versioned(2, 3, WALK_ITEMS, 4)};
     struct sgbd_rng r;
-    uint64_t seq = bases[0]->absorbed_seq, pi, pn;
+    uint64_t seq = bases[0]->absorbed_seq, pi, pn, writes0;
     int n_bases = 1, bad = 0;
 
     sgbd_rng_init(&r, 7, 0);
     CHECK_INT(sgbd_overlay_new_empty(&ov0), 0);
     CHECK_INT(sgbd_overlay_rebase(&ov, ov0, bases[0]), 0);
     sgbd_overlay_unref(ov0);
+    writes0 = sgbd_overlay_stamp(ov).item_writes;
     for (int step = 0; step < 400 && !bad; step++) {
         /* the first derive alone fills buckets past their first size */
         int n = step == 0 ? 2000
@@ -535,6 +568,7 @@ static void test_snapshot_overlay_many_users_walk(void)
                 m.new_seq[it] = seq;
                 m.new_feat[it] |= x % 3 == 0;
                 m.new_hidden[it] = x % 3 == 2;
+                m.new_edit[it] = ++m.item_writes;
             }
         }
         if (sgbd_overlay_derive(&next, ov, bases[n_bases - 1], ed,
@@ -559,9 +593,10 @@ static void test_snapshot_overlay_many_users_walk(void)
             bad |= !walk_agrees(ov, &m, u);
         sgbd_overlay_pending(ov, &pi, &pn);
         bad |= pn != (uint64_t)m.n_pairs || pi != (uint64_t)m.n_made;
-        bad |= !walk_live_agrees(ov, &m);
+        bad |= !walk_live_agrees(ov, &m) || !walk_edits_agree(ov, &m, writes0);
         for (int k = 0; k < WALK_KEEP && kept[k] && !bad; k++) {
-            bad |= !walk_live_agrees(kept[k], &kept_m[k]);
+            bad |= !walk_live_agrees(kept[k], &kept_m[k]) ||
+                   !walk_edits_agree(kept[k], &kept_m[k], writes0);
             for (int j = 0; j < WALK_PROBES && !bad; j++)
                 bad |= !walk_agrees(kept[k], &kept_m[k],
                                     (j * 131 + step * 7) % WALK_USERS);
