@@ -68,15 +68,6 @@ struct table {
 };
 
 /*
- * The users whose id hash starts with one byte value, and their table. A
- * bucket is shared by every overlay until a write touches one of its
- * users; that overlay then copies it, so an interaction costs a copy of
- * the bucket array and of one bucket, not of every user waiting for a
- * retrain (tens of thousands of them, on a busy storefront).
- */
-#define USER_BUCKETS 256
-
-/*
  * The items written since the base and what is derived from them. A
  * derive that edits no item (interactions only, the common write) shares
  * its overlay's part whole; one that does copies it.
@@ -98,6 +89,15 @@ struct item_part {
     const float **live_vec;         /* (n_live) */
     uint32_t *live_index;           /* (n_live) */
 };
+
+/*
+ * The users whose id hash starts with one byte value, and their table. A
+ * bucket is shared by every overlay until a write touches one of its
+ * users; that overlay then copies it, so an interaction costs a copy of
+ * the bucket array and of one bucket, not of every user waiting for a
+ * retrain (tens of thousands of them, on a busy storefront).
+ */
+#define USER_BUCKETS 256
 
 struct user_bucket {
     atomic_int refs;
