@@ -308,6 +308,17 @@ static int tab_build(struct table *t, size_t n)
     return 0;
 }
 
+/* Put pos (hash h) in t, for an entry whose id t cannot hold already:
+ * copies and rebuilds of a table need no id compared. */
+static void tab_put_new(struct table *t, uint64_t h, uint32_t pos)
+{
+    size_t at = h & t->mask;
+
+    while (t->slot[at] != EMPTY)
+        at = (at + 1) & t->mask;
+    t->slot[at] = pos;
+}
+
 /* ---- user buckets ---- */
 
 static void bucket_unref(struct user_bucket *b)
@@ -375,7 +386,7 @@ static struct user_bucket *bucket_new(const struct sgbd_overlay *ov,
 
         atomic_fetch_add(&u->refs, 1);
         b->users[k] = u;
-        b->tab.slot[bucket_slot(b, u->hash, u->id, u->id_len)] = (uint32_t)k;
+        tab_put_new(&b->tab, u->hash, (uint32_t)k);
     }
     b->n = n;
     return b;
@@ -504,8 +515,7 @@ static int overlay_alloc(struct sgbd_overlay **out,
             atomic_fetch_add(&old->ip->items[k]->refs, 1);
             const struct ov_item *e = old->ip->items[k];
 
-            ip->item_tab.slot[item_slot(ov, e->hash, e->id, e->id_len)] =
-                (uint32_t)ip->n_items++;
+            tab_put_new(&ip->item_tab, e->hash, (uint32_t)ip->n_items++);
         }
     }
     ov->n_users = old->n_users;
@@ -654,22 +664,18 @@ static int user_for_write(struct sgbd_overlay *ov, const char *id,
 {
     size_t len = strlen(id), at;
     uint64_t h = id_hash(ov, id, len);
-    const struct user_bucket *cur = ov->bucket[h >> 56];
     struct user_bucket *b;
     struct ov_user *u, *old;
     uint32_t pos;
     int rc;
 
-    if (cur && cur->fresh) {        /* written by this derive already? */
-        pos = cur->tab.slot[bucket_slot(cur, h, id, len)];
-        if (pos != EMPTY && cur->users[pos]->fresh)
-            return *out = cur->users[pos], 0;
-    }
     if ((rc = bucket_for_write(ov, h, &b)) != 0)
         return rc;
     at = bucket_slot(b, h, id, len);
     pos = b->tab.slot[at];
     old = pos == EMPTY ? NULL : b->users[pos];
+    if (old && old->fresh)          /* written by this derive already */
+        return *out = old, 0;
     u = old ? user_copy(old, 0) : user_new(id, len, h);
     if (!u)
         return -ENOMEM;
@@ -1050,7 +1056,7 @@ static int rebase_user(struct sgbd_overlay *ov, const struct ov_user *u,
         user_unref(c);
         return rc;
     }
-    b->tab.slot[bucket_slot(b, h, c->id, c->id_len)] = (uint32_t)b->n;
+    tab_put_new(&b->tab, h, (uint32_t)b->n); /* old's users are distinct */
     b->users[b->n++] = c;
     ov->n_users++;
     ov->n_pairs += c->n;
